@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-STAMP="$VENV/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+STAMP="$VENV/.setup-$(cat pyproject.toml scripts/setup.sh scripts/toolchains.sh | sha256sum | cut -c1-16)"
 
 if [ -f "$STAMP" ]; then
   exit 0
@@ -32,6 +32,7 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
 fi
 
 "${PIP[@]}" install -e ".[dev]"
+bash scripts/toolchains.sh
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name wavecoder --display-name "Python (wavecoder)" >/dev/null
 rm -f "$VENV"/.setup-*
 touch "$STAMP"

@@ -98,10 +98,24 @@ def test_decontamination_flags_copies_of_benchmark_code():
 def test_decontamination_against_mbpp_file():
     rows = mbpp_texts(shared_file("mbpp", "mbpp.jsonl"))
     assert len({t.item_id for t in rows}) == 974
-    item = next(t for t in rows if t.item_id == "11" and "def " in t.text)
-    frame = frame_of([item.text, "x = 1\ny = 2\nz = 3"], ["Remove chars.", "Assign numbers."])
-    hits = contamination(frame, NgramIndex(rows, n=10))
-    assert hits[0] == "mbpp/11" and hits[1] is None
+    code = next(t.text for t in rows if t.item_id == "11" and "def " in t.text)
+    text = next(t.text for t in rows if t.item_id == "11" and "def " not in t.text)
+    frame = frame_of(
+        [code, "x = 1\ny = 2\nz = 3", "pass\npass\npass"],
+        ["Remove chars.", "Assign numbers.", f"Helper. {text}"],
+    )
+    hits = contamination(frame, NgramIndex(rows, n=8))
+    assert hits.to_list() == ["mbpp/11", None, "mbpp/11"]
+
+
+def test_common_idioms_are_not_contamination():
+    he = humaneval_texts()
+    nested = (
+        "def pairs(n):\n    out = []\n    for i in range(n):\n        for j in range(i + 1, n):"
+    )
+    nested += "\n            out.append((i, j))\n    return out\n"
+    frame = frame_of([nested, "grid = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]\nprint(grid)\n"])
+    assert contamination(frame, NgramIndex(he, n=8)).null_count() == 2
 
 
 def test_docstring_overlap_counts_too():

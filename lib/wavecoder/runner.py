@@ -149,6 +149,10 @@ class Stage:
 
 STAGES: list[Stage] = [
     Stage("01_select", ("seed", "corpus", "select"), inputs=_select_inputs),
+    Stage("02_generate", ("seed", "llm", "generate"), needs=("01_select",)),
+    Stage("03_finetune", ("seed", "finetune"), needs=("02_generate",)),
+    Stage("04_evaluate", ("seed", "llm", "finetune", "evaluate"), needs=("03_finetune",)),
+    Stage("05_report", ("seed",), needs=("01_select", "02_generate", "03_finetune", "04_evaluate")),
 ]
 
 
@@ -164,8 +168,9 @@ def stage_dir(run_dir: str | Path, name: str) -> Path:
 
 
 def select_stages(spec: str | None) -> list[Stage]:
+    """Stages named in `spec` ('01,02', names or numbers); all that have a notebook if None."""
     if not spec:
-        return list(STAGES)
+        return [s for s in STAGES if (notebooks_dir() / f"{s.name}.ipynb").exists()]
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
     chosen = []
     for item in wanted:
@@ -385,6 +390,15 @@ def run_study(
     run_dir = Path(outputs) if outputs else default_outputs_root(params)
     run_dir = (run_dir / params.run_name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    chosen_names = {s.name for s in chosen}
+    for stage in chosen:
+        for need in stage.needs:
+            upstream = read_manifest(run_dir / need) or {}
+            if need not in chosen_names and upstream.get("status") != "completed":
+                raise ValueError(
+                    f"stage {stage.name} needs {need}, which has not completed in {run_dir}: "
+                    f"add it, e.g. --stages {need.split('_')[0]},{stage.number}"
+                )
     echo(f"run '{params.run_name}' -> {run_dir}")
     results: list[StageResult] = []
     for index, stage in enumerate(chosen):

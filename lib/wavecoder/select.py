@@ -66,7 +66,7 @@ def kcenter_greedy(
 
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     sq_norms = torch.empty(n, dtype=work, device=x.device)
-    chunk = max(1, (64 << 20) // max(1, d * 8))  # ~64 MiB of rows at a time
+    chunk = max(1, (8 << 20) // max(1, d * 8))  # rows per ~8 MiB temporary
     for start in range(0, n, chunk):
         block = x[start : start + chunk].to(work)
         sq_norms[start : start + chunk] = (block * block).sum(1)
@@ -75,6 +75,7 @@ def kcenter_greedy(
     centres = torch.empty((k, d), dtype=torch.float64, device=x.device)
     min_fast = torch.full((n,), math.inf, dtype=work, device=x.device)
     selected = [first]
+    exact: dict[int, tuple[float, int]] = {}  # candidate -> (exact nearest distance, centres seen)
     bar = tqdm(total=k, desc="k-center", unit="pick", disable=not progress)
     bar.update(1)
     for step in range(1, k):
@@ -86,30 +87,43 @@ def kcenter_greedy(
         best = float(min_fast.max())
         candidates = torch.nonzero(min_fast >= best - 2.0 * bound).flatten()
         if candidates.numel() == 1:
-            selected.append(int(candidates[0]))
+            pick = int(candidates[0])
         else:
-            selected.append(_exact_argmax(x, candidates, centres[:step]))
+            pick = _exact_argmax(x, candidates.tolist(), centres, step, exact)
+        exact.pop(pick, None)
+        selected.append(pick)
         bar.update(1)
     bar.close()
     return selected
 
 
-def _exact_argmax(x: torch.Tensor, candidates: torch.Tensor, centres: torch.Tensor) -> int:
-    """Among candidate rows, the one farthest (float64, direct form) from its nearest centre;
-    ties to the lowest index. Candidates come sorted ascending."""
+def _exact_argmax(
+    x: torch.Tensor,
+    candidates: list[int],
+    centres: torch.Tensor,
+    step: int,
+    exact: dict[int, tuple[float, int]],
+) -> int:
+    """Among candidate rows (ascending), the one farthest (float64, direct form) from its
+    nearest centre; ties to the lowest index. Exact distances are kept per candidate and
+    brought up to date against only the centres added since, so a point that stays near the
+    top for many steps costs one distance per new centre, not one per centre."""
+    by_seen: dict[int, list[int]] = {}
+    for index in candidates:
+        by_seen.setdefault(exact.get(index, (math.inf, 0))[1], []).append(index)
+    for seen, indices in by_seen.items():
+        rows = x[torch.as_tensor(indices, device=x.device)].double()
+        nearest = torch.cdist(
+            rows, centres[seen:step], compute_mode="donot_use_mm_for_euclid_dist"
+        ).min(dim=1).values.tolist()
+        for index, value in zip(indices, nearest):
+            previous = exact.get(index, (math.inf, 0))[0]
+            exact[index] = (min(previous, value), step)
     best_value, best_index = -1.0, -1
-    rows_per_chunk = max(1, (32 << 20) // max(1, centres.shape[0] * centres.shape[1] * 8))
-    for start in range(0, candidates.numel(), rows_per_chunk):
-        idx = candidates[start : start + rows_per_chunk]
-        rows = x[idx].double()
-        nearest = (
-            torch.cdist(rows, centres, compute_mode="donot_use_mm_for_euclid_dist")
-            .min(dim=1)
-            .values
-        )
-        value, pos = nearest.max(dim=0)  # first maximum = lowest index within the chunk
-        if float(value) > best_value:
-            best_value, best_index = float(value), int(idx[int(pos)])
+    for index in candidates:  # ascending, so a strict > keeps the lowest index on ties
+        value = exact[index][0]
+        if value > best_value:
+            best_value, best_index = value, index
     return best_index
 
 

@@ -1,0 +1,21 @@
+"""CodeOcean-style instruction data: task specs, prompts, parsing, the judge, the example DB,
+and the generator-discriminator loop (WaveCoder, arXiv 2312.14187, section 3)."""
+
+from .examples import ExampleDB
+from .parsing import parse_case, parse_verdict, prefilter
+from .pipeline import GenerationRun, Item, plan_items, run_generation
+from .tasks import TaskSpec, assign_tasks, load_tasks
+
+__all__ = [
+    "ExampleDB",
+    "GenerationRun",
+    "Item",
+    "TaskSpec",
+    "assign_tasks",
+    "load_tasks",
+    "parse_case",
+    "parse_verdict",
+    "plan_items",
+    "prefilter",
+    "run_generation",
+]

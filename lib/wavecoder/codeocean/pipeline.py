@@ -1,0 +1,229 @@
+"""The generator-discriminator loop over the selected code, in fixed batches.
+
+Within a batch every item runs generate -> parse -> pre-filter -> judge concurrently (bounded by
+the LLM session); between batches the judged cases join the example DB in item order. With the
+response cache, a rerun rebuilds the same prompts and so asks only for what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import GenerateParams
+from ..llm import ChatResult, LLMSession
+from . import prompts
+from .examples import ExampleDB
+from .parsing import decide, parse_case, parse_verdict, prefilter
+from .tasks import TaskSpec, assign_tasks
+
+STATUSES = ("accepted", "rejected", "failed")
+
+
+@dataclass
+class Item:
+    id: str
+    row_id: int
+    rank: int
+    task: str
+    language: str
+    code: str
+    target_language: str | None = None
+    func_name: str = ""
+    repo: str = ""
+    path: str = ""
+    url: str = ""
+
+
+def plan_items(rows: list[dict[str, Any]], params: GenerateParams, seed: int) -> list[Item]:
+    """One item per selected record (rows in selection order), with a seeded task and, for
+    translation, a seeded target language other than the source."""
+    tasks = assign_tasks(len(rows), params.task_mix, seed)
+    items = []
+    for row, task in zip(rows, tasks):
+        language = str(row.get("language") or "python")
+        target = None
+        if task == "code_translation":
+            choices = [t for t in params.translation_targets if t != language] or ["python"]
+            target = random.Random(f"target:{seed}:{row['row_id']}").choice(choices)
+        items.append(
+            Item(
+                id=f"{row['row_id']}:{task}",
+                row_id=int(row["row_id"]),
+                rank=int(row.get("selection_rank", len(items))),
+                task=task,
+                language=language,
+                code=str(row["code"]),
+                target_language=target,
+                func_name=str(row.get("func_name") or ""),
+                repo=str(row.get("repo") or ""),
+                path=str(row.get("path") or ""),
+                url=str(row.get("url") or ""),
+            )
+        )
+    return items
+
+
+@dataclass
+class GenerationRun:
+    records: list[dict[str, Any]]  # one per item, in item order
+    stats: dict[str, Any]
+    db: ExampleDB
+    seconds: float
+    generator_model: str
+    judge_model: str
+    task_versions: dict[str, str] = field(default_factory=dict)
+
+    def by_status(self, status: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == status]
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(r["status"] for r in self.records)
+        return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def _call_info(result: ChatResult) -> dict[str, Any]:
+    return {
+        "key": result.key,
+        "ok": result.ok,
+        "text": result.text,
+        "error": result.error,
+        "cached": result.cached,
+        "attempts": result.attempts,
+        "latency_s": result.latency_s,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "finish_reason": result.finish_reason,
+    }
+
+
+async def _process(
+    item: Item,
+    spec: TaskSpec,
+    session: LLMSession,
+    good: list[dict],
+    bad: list[dict],
+    params: GenerateParams,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": item.id,
+        "row_id": item.row_id,
+        "selection_rank": item.rank,
+        "task": item.task,
+        "language": item.language,
+        "target_language": item.target_language,
+        "func_name": item.func_name,
+        "raw_code": item.code,
+        "task_version": spec.version,
+        "examples_shown": [e["id"] for e in good + bad],
+        "generator_model": session.model_of("generator"),
+        "judge_model": session.model_of("discriminator"),
+        "case": None,
+        "prefilter": [],
+        "generator": None,
+        "judge": None,
+        "verdict": None,
+    }
+    messages = prompts.generator_messages(
+        spec, item.code, item.language, item.target_language, good, bad, params.max_code_chars
+    )
+    gen = await session.chat("generator", messages, spec.version, prompts.case_schema(spec))
+    record["generator"] = _call_info(gen)
+    if not gen.ok:
+        return {**record, "status": "failed", "reason": f"generator_failed:{gen.error}"}
+    case, error = parse_case(gen.text)
+    if case is None:
+        return {**record, "status": "rejected", "reason": f"unparseable_case:{error}"}
+    record["case"] = case
+    reasons = prefilter(case, spec, params.instruction_max_sentences)
+    record["prefilter"] = reasons
+    if reasons:
+        return {**record, "status": "rejected", "reason": f"prefilter:{reasons[0]}"}
+    judge_msgs = prompts.judge_messages(spec, case, item.language, item.target_language)
+    judge = await session.chat(
+        "discriminator", judge_msgs, spec.version, prompts.verdict_schema(spec)
+    )
+    record["judge"] = _call_info(judge)
+    if not judge.ok:
+        return {**record, "status": "failed", "reason": f"judge_failed:{judge.error}"}
+    verdict = parse_verdict(judge.text, spec.rule_ids)
+    record["verdict"] = verdict.as_dict()
+    accepted, reason = decide(verdict, spec.rule_ids, params.require_all_rules)
+    return {**record, "status": "accepted" if accepted else "rejected", "reason": reason}
+
+
+async def run_generation(
+    items: list[Item],
+    specs: dict[str, TaskSpec],
+    session: LLMSession,
+    db: ExampleDB,
+    params: GenerateParams,
+    seed: int,
+    db_path: str | Path | None = None,
+    progress: bool = True,
+) -> GenerationRun:
+    """Generate and judge every item; each ends accepted, rejected or failed with a reason."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    counts: Counter = Counter()
+    bar = tqdm(total=len(items), desc="generate+judge", unit="item", disable=not progress)
+
+    async def one(item: Item, good: list[dict], bad: list[dict]) -> dict[str, Any]:
+        try:
+            record = await _process(item, specs[item.task], session, good, bad, params)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug on one item must not lose the others
+            record = {
+                "id": item.id,
+                "row_id": item.row_id,
+                "task": item.task,
+                "status": "failed",
+                "reason": f"error:{type(exc).__name__}: {exc}"[:300],
+            }
+        counts[record["status"]] += 1
+        bar.update(1)
+        bar.set_postfix(
+            accepted=counts["accepted"], rejected=counts["rejected"], failed=counts["failed"]
+        )
+        return record
+
+    try:
+        for start in range(0, len(items), params.batch_size):
+            batch = items[start : start + params.batch_size]
+            shown = []
+            for item in batch:  # prompts see the DB as it stood when the batch began
+                rng = random.Random(f"examples:{seed}:{item.id}")
+                shown.append(db.sample(item.task, params.good_examples, params.bad_examples, rng))
+            done = await asyncio.gather(*(one(i, g, b) for i, (g, b) in zip(batch, shown)))
+            for item, record in zip(batch, done):
+                verdict = record.get("verdict") or {}
+                if record.get("case") and verdict.get("parsed"):
+                    db.add_judged(
+                        item,
+                        record["case"],
+                        record["status"] == "accepted",
+                        verdict.get("analysis") or record["reason"],
+                        verdict.get("rules") or {},
+                    )
+            records.extend(done)
+            if db_path is not None:
+                db.save(db_path)
+    finally:
+        bar.close()
+    return GenerationRun(
+        records=records,
+        stats=session.stats.as_dict(),
+        db=db,
+        seconds=time.perf_counter() - started,
+        generator_model=session.model_of("generator"),
+        judge_model=session.model_of("discriminator"),
+        task_versions={name: spec.version for name, spec in specs.items()},
+    )

@@ -1,0 +1,424 @@
+"""Stage 02 steps, called one by one from notebooks/02_generate.ipynb."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from . import llm
+from .codeocean import ExampleDB, GenerationRun, Item, load_tasks, plan_items, run_generation
+from .codeocean import plots as co_plots
+from .config import StudyParams
+
+CACHE_FILE = "llm_cache.jsonl"
+EXAMPLE_DB_FILE = "example_db.jsonl"
+
+
+def selected_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "01_select" / "selected.parquet"
+
+
+def load_selected(params: StudyParams, run_dir: str | Path) -> pl.DataFrame:
+    """The first `generate.max_items` records of stage 01's selection, by selection_rank."""
+    path = selected_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"stage 02 needs stage 01's output {path}; run stage 01 first")
+    frame = pl.read_parquet(path)
+    needed = {"row_id", "language", "code", "selection_rank"}
+    missing = needed - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    frame = frame.sort("selection_rank")
+    if params.generate.max_items is not None:
+        frame = frame.head(params.generate.max_items)
+    return frame
+
+
+def plan(params: StudyParams, frame: pl.DataFrame) -> list[Item]:
+    return plan_items(frame.to_dicts(), params.generate, params.seed)
+
+
+def cache_path(params: StudyParams, out: str | Path) -> Path:
+    folder = params.resolve_path(params.llm.cache_dir) if params.llm.cache_dir else Path(out)
+    return folder / CACHE_FILE
+
+
+def describe_endpoints(params: StudyParams) -> list[dict[str, Any]]:
+    """What each role talks to (names only: never a key)."""
+    rows = []
+    for role in llm.ROLES:
+        cfg = getattr(params.llm, role)
+        rows.append(
+            {
+                "role": role,
+                "backend": cfg.backend,
+                "model": cfg.model,
+                "base_url": cfg.base_url
+                or ("embedded llama.cpp" if cfg.backend == "embedded" else "api.openai.com"),
+                "key from env": cfg.api_key_env or "-",
+                "json_mode": llm.json_mode_of(cfg),
+            }
+        )
+    return rows
+
+
+async def generate(
+    params: StudyParams, out: str | Path, items: list[Item], progress: bool = True
+) -> GenerationRun:
+    """Run the generator-discriminator over `items`; the embedded server (if any) is started
+    on the first cache miss and always stopped."""
+    out = Path(out)
+    llm.check_endpoints(params.llm, params.resolve_path)  # clear error before any work
+    specs = load_tasks()
+    db = ExampleDB.seeded(specs, params.generate.example_pool_size)
+    async with llm.LLMSession(
+        params.llm, cache_path(params, out), params.resolve_path, log_dir=out, seed=params.seed
+    ) as session:
+        run = await run_generation(
+            items, specs, session, db, params.generate, params.seed, out / EXAMPLE_DB_FILE, progress
+        )
+        run.stats["servers_started"] = session.servers_started
+    return run
+
+
+def generate_sync(
+    params: StudyParams, out: str | Path, items: list[Item], progress: bool = True
+) -> GenerationRun:
+    return llm.run_sync(lambda: generate(params, out, items, progress))
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _rules_list(verdict: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Per-rule answers as a list (one schema for every task, so `datasets` reads the file)."""
+    rules = (verdict or {}).get("rules") or {}
+    return [
+        {"rule": rid, "answer": str(v.get("answer")), "reason": str(v.get("reason") or "")}
+        for rid, v in rules.items()
+    ]
+
+
+def candidate_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = dict(record)
+    verdict = record.get("verdict")
+    if verdict is not None:
+        row["verdict"] = {**verdict, "rules": _rules_list(verdict)}
+    return row
+
+
+def codeocean_row(record: dict[str, Any]) -> dict[str, Any]:
+    case = record["case"]
+    verdict = record.get("verdict") or {}
+    return {
+        "id": record["id"],
+        "task": record["task"],
+        "language": record["language"],
+        "target_language": record.get("target_language"),
+        "task_name": case["task_name"],
+        "instruction": case["instruction"],
+        "input": case["information"],
+        "output": case["solution"],
+        "raw_code_id": record["row_id"],
+        "generator_model": record["generator_model"],
+        "judge_model": record["judge_model"],
+        "verdicts": {
+            "overall": verdict.get("overall"),
+            "rules": _rules_list(verdict),
+            "analysis": verdict.get("analysis") or "",
+        },
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_outputs(run: GenerationRun, out: str | Path) -> dict[str, Path]:
+    """candidates / codeocean / rejected / failed / alpaca JSONL, rewritten whole (atomic)."""
+    out = Path(out)
+    accepted = [codeocean_row(r) for r in run.by_status("accepted")]
+    paths = {
+        "candidates": _write_jsonl(
+            out / "candidates.jsonl", [candidate_row(r) for r in run.records]
+        ),
+        "codeocean": _write_jsonl(out / "codeocean.jsonl", accepted),
+        "rejected": _write_jsonl(
+            out / "rejected.jsonl", [candidate_row(r) for r in run.by_status("rejected")]
+        ),
+        "failed": _write_jsonl(
+            out / "failed.jsonl", [candidate_row(r) for r in run.by_status("failed")]
+        ),
+        "alpaca": _write_jsonl(
+            out / "alpaca.jsonl",
+            [
+                {"instruction": r["instruction"], "input": r["input"], "output": r["output"]}
+                for r in accepted
+            ],
+        ),
+    }
+    return paths
+
+
+def outcome_table(run: GenerationRun) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "id": r["id"],
+                "task": r["task"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "instruction": ((r.get("case") or {}).get("instruction") or "")[:100],
+            }
+            for r in run.records
+        ],
+        schema={
+            "id": pl.String,
+            "task": pl.String,
+            "status": pl.String,
+            "reason": pl.String,
+            "instruction": pl.String,
+        },
+    )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _rate(hits: int, n: int) -> dict[str, float]:
+    return {"rate": hits / n if n else 0.0, "n": n, "hits": hits}
+
+
+def accept_by_task(run: GenerationRun) -> dict[str, dict[str, float]]:
+    out = {}
+    for task in sorted({r["task"] for r in run.records}):
+        rows = [r for r in run.records if r["task"] == task]
+        out[task] = _rate(sum(r["status"] == "accepted" for r in rows), len(rows))
+    return out
+
+
+def yes_by_rule(run: GenerationRun) -> dict[str, dict[str, float]]:
+    """Share of 'yes' per checklist rule among parsed verdicts (task:rule)."""
+    yes: Counter = Counter()
+    seen: Counter = Counter()
+    for r in run.records:
+        verdict = r.get("verdict") or {}
+        for rid, answer in (verdict.get("rules") or {}).items():
+            name = f"{r['task'].removeprefix('code_')}:{rid}"
+            seen[name] += 1
+            yes[name] += answer.get("answer") == "yes"
+    return {name: _rate(yes[name], seen[name]) for name in sorted(seen)}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", (text or "").lower())
+
+
+def distinct_ngrams(texts: list[str], n: int) -> float:
+    """distinct-n: unique n-grams over all n-grams (Li et al. 2016)."""
+    grams = [tuple(w[i : i + n]) for w in map(_words, texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def embedding_spread(vectors: np.ndarray) -> float | None:
+    """Mean pairwise cosine distance of normalised vectors."""
+    if vectors.shape[0] < 2:
+        return None
+    sims = vectors @ vectors.T
+    n = vectors.shape[0]
+    return float(1.0 - (sims.sum() - np.trace(sims)) / (n * (n - 1)))
+
+
+def _embed(texts: list[str], params: StudyParams) -> np.ndarray:
+    from .embed import embed_texts
+
+    sel = params.select
+    return embed_texts(
+        texts,
+        sel.embedding_model,
+        params.resolve_path(sel.embedding_cache),
+        batch_size=sel.embed_batch_size,
+        device=sel.device,
+        max_seq_length=sel.max_seq_length,
+    )
+
+
+def diversity(run: GenerationRun, params: StudyParams) -> dict[str, Any]:
+    """Instruction diversity of the accepted and of all generated cases."""
+    out = {}
+    groups = {
+        "accepted": [r["case"]["instruction"] for r in run.by_status("accepted")],
+        "generated": [r["case"]["instruction"] for r in run.records if r.get("case")],
+    }
+    for name, texts in groups.items():
+        texts = [t for t in texts if t.strip()]
+        spread = embedding_spread(_embed(texts, params)) if len(texts) >= 2 else None
+        out[name] = {
+            "n": len(texts),
+            "distinct_1": round(distinct_ngrams(texts, 1), 4),
+            "distinct_2": round(distinct_ngrams(texts, 2), 4),
+            "distinct_3": round(distinct_ngrams(texts, 3), 4),
+            "embedding_spread": None if spread is None else round(spread, 4),
+        }
+    return out
+
+
+def benchmark_problems(params: StudyParams, notes: list[str]) -> list[tuple[str, str, str]]:
+    """(benchmark, item id, problem text): HumanEval prompts and MBPP problem statements."""
+    from . import filters as F
+
+    rows: list[tuple[str, str, str]] = []
+    if "humaneval" in params.generate.leakage_benchmarks:
+        rows += [(t.name, t.item_id, t.text) for t in F.humaneval_texts()[::2]]  # prompts
+    if "mbpp" in params.generate.leakage_benchmarks:
+        path = params.select.filters.mbpp_path
+        path = params.resolve_path(path) if path else None
+        if path is not None and not path.exists():
+            notes.append(f"MBPP leakage check skipped: {path} not found")
+        else:
+            try:
+                rows += [(t.name, t.item_id, t.text) for t in F.mbpp_texts(path)[::2]]  # texts
+            except Exception as exc:  # offline without a local copy
+                notes.append(f"MBPP leakage check skipped: {type(exc).__name__}: {exc}")
+    return rows
+
+
+def leakage(run: GenerationRun, params: StudyParams) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Nearest benchmark problem of every accepted case by embedding cosine similarity
+    (the paper's section 4.2 check), with the cases above `generate.leakage_threshold`."""
+    notes: list[str] = []
+    accepted = run.by_status("accepted")
+    problems = benchmark_problems(params, notes)
+    empty = pl.DataFrame(
+        schema={
+            "id": pl.String,
+            "similarity": pl.Float64,
+            "benchmark": pl.String,
+            "item": pl.String,
+            "instruction": pl.String,
+        }
+    )
+    if not accepted or not problems:
+        return {"n": len(accepted), "notes": notes or ["nothing to compare"]}, empty
+    queries = [f"{r['case']['instruction']}\n{r['case']['solution']}" for r in accepted]
+    q = _embed(queries, params)
+    b = _embed([p[2] for p in problems], params)
+    sims = q @ b.T
+    best = sims.argmax(axis=1)
+    table = pl.DataFrame(
+        {
+            "id": [r["id"] for r in accepted],
+            "similarity": [float(sims[i, j]) for i, j in enumerate(best)],
+            "benchmark": [problems[j][0] for j in best],
+            "item": [problems[j][1] for j in best],
+            "instruction": [r["case"]["instruction"][:120] for r in accepted],
+        }
+    ).sort("similarity", descending=True)
+    threshold = params.generate.leakage_threshold
+    by_bench = {}
+    for bench in sorted({p[0] for p in problems}):
+        cols = [j for j, p in enumerate(problems) if p[0] == bench]
+        nn = sims[:, cols].max(axis=1)
+        by_bench[bench] = {
+            "problems": len(cols),
+            "max_similarity": round(float(nn.max()), 4),
+            "mean_nn_similarity": round(float(nn.mean()), 4),
+            "above_threshold": int((nn >= threshold).sum()),
+        }
+    summary = {"n": len(accepted), "threshold": threshold, "benchmarks": by_bench, "notes": notes}
+    return summary, table
+
+
+def summarize(run: GenerationRun, params: StudyParams) -> dict[str, Any]:
+    counts = run.counts()
+    n = len(run.records)
+    acc = counts["accepted"]
+    share = f"{acc / n:.0%}" if n else "n/a"
+    reasons = Counter(r["reason"] for r in run.records if r["status"] != "accepted")
+    lengths = lengths_by_status(run)
+    return {
+        "headline": (
+            f"accepted {acc} of {n} ({share}); rejected {counts['rejected']}, "
+            f"failed {counts['failed']}"
+        ),
+        "items": n,
+        "counts": counts,
+        "accept_by_task": accept_by_task(run),
+        "tasks": dict(Counter(r["task"] for r in run.records)),
+        "yes_by_rule": yes_by_rule(run),
+        "reasons": dict(reasons.most_common()),
+        "llm": run.stats,
+        "generator_model": run.generator_model,
+        "judge_model": run.judge_model,
+        "task_versions": run.task_versions,
+        "example_db": run.db.counts(),
+        "seconds": round(run.seconds, 2),
+        "lengths_median_words": {
+            key: float(np.median(vals)) if vals else None for key, vals in lengths.items()
+        },
+    }
+
+
+def latencies(run: GenerationRun) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"generator": [], "judge": []}
+    for r in run.records:
+        for role, key in (("generator", "generator"), ("judge", "judge")):
+            call = r.get(key) or {}
+            if call.get("ok") and call.get("latency_s") is not None:
+                out[role].append(float(call["latency_s"]))
+    return out
+
+
+def lengths_by_status(run: GenerationRun) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for field in ("instruction", "solution"):
+        for status in ("accepted", "rejected"):
+            out[f"{field} ({status})"] = [
+                float(len(r["case"][field].split())) for r in run.by_status(status) if r.get("case")
+            ]
+    return out
+
+
+def make_plots(run: GenerationRun, out: str | Path) -> list[Path]:
+    """Accept rate per task and per rule, latency, instruction and solution lengths."""
+    out = Path(out)
+    co_plots.accept_rates(
+        accept_by_task(run), out / "accept_by_task.png", "Accept rate per task", "accepted"
+    )
+    co_plots.accept_rates(
+        yes_by_rule(run), out / "yes_by_rule.png", "Judge 'yes' rate per rule", "yes"
+    )
+    co_plots.histogram(latencies(run), out / "latency.png", "seconds per call", "LLM call latency")
+    lengths = lengths_by_status(run)
+    for field in ("instruction", "solution"):
+        co_plots.histogram(
+            {k: v for k, v in lengths.items() if k.startswith(field)},
+            out / f"{field}_lengths.png",
+            "words",
+            f"{field.capitalize()} length",
+        )
+    names = ["accept_by_task", "yes_by_rule", "latency", "instruction_lengths", "solution_lengths"]
+    return [out / f"{name}.png" for name in names]
+
+
+def plot_leakage(leak_table: pl.DataFrame, out: str | Path) -> Path:
+    path = Path(out) / "leakage.png"
+    co_plots.histogram(
+        {"accepted": leak_table["similarity"].to_list()},
+        path,
+        "cosine similarity to the nearest HumanEval/MBPP problem",
+        "Leakage check",
+    )
+    return path

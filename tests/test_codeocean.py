@@ -1,0 +1,176 @@
+"""Task specs, task assignment, prompts, tolerant parsing, pre-filters, judge, example DB."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+from wavecoder.codeocean import ExampleDB, parse_case, parse_verdict, prefilter, prompts
+from wavecoder.codeocean.parsing import decide, sentences
+from wavecoder.codeocean.tasks import TaskSpecError, assign_tasks, load_task, load_tasks
+from wavecoder.config import TASKS
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return load_tasks()
+
+
+def test_four_specs_with_checklists_and_versions(specs):
+    assert list(specs) == list(TASKS)
+    assert len({s.version for s in specs.values()}) == 4
+    for spec in specs.values():
+        assert len(spec.rule_ids) >= 3 and spec.requirements
+        verdicts = Counter(e["verdict"] for e in spec.examples)
+        assert verdicts["good"] >= 1 and verdicts["bad"] >= 1
+
+
+def test_spec_version_follows_the_file(tmp_path, specs):
+    src = specs["code_repair"].source
+    copy = tmp_path / "code_repair.yaml"
+    copy.write_text(open(src).read())
+    assert load_task(copy).version == specs["code_repair"].version
+    copy.write_text(open(src).read().replace("fix it", "repair it"))
+    assert load_task(copy).version != specs["code_repair"].version
+
+
+def test_malformed_spec_names_file_and_key(tmp_path):
+    bad = tmp_path / "code_generation.yaml"
+    bad.write_text("name: code_generation\ndisplay_name: X\n")
+    with pytest.raises(TaskSpecError, match=r"code_generation.yaml: missing key 'fields'"):
+        load_task(bad)
+
+
+def test_task_assignment_exact_quotas_seeded():
+    tasks = assign_tasks(100, "paper", seed=3)
+    assert Counter(tasks) == {
+        "code_generation": 57,
+        "code_summarization": 16,
+        "code_repair": 16,
+        "code_translation": 11,
+    }
+    assert tasks == assign_tasks(100, "paper", seed=3)
+    assert tasks != assign_tasks(100, "paper", seed=4)
+    assert set(Counter(assign_tasks(8, "balanced", 0)).values()) == {2}
+    assert Counter(assign_tasks(5, {"code_repair": 1.0}, 0)) == {"code_repair": 5}
+    with pytest.raises(ValueError, match="unknown task"):
+        assign_tasks(5, {"code_golf": 1.0}, 0)
+
+
+def test_generator_prompt_carries_definition_examples_and_code(specs):
+    spec = specs["code_translation"]
+    db = ExampleDB.seeded(specs)
+    good, bad = db.sample(spec.name, 2, 1, random.Random(0))
+    msgs = prompts.generator_messages(
+        spec, "def f(x):\n    return x\n", "python", "go", good, bad, 500
+    )
+    text = msgs[-1]["content"]
+    assert spec.definition in text and "Target language: Go" in text
+    assert "Good examples" in text and "Bad examples" in text and "Judge's analysis" in text
+    assert text.rstrip().endswith("translating it into Go.") and "def f(x):" in text
+    judge = prompts.judge_messages(spec, {"instruction": "x"}, "python", "go")[-1]["content"]
+    assert all(f"[{rid}]" in judge for rid in spec.rule_ids)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"task_name": "Code Generation", "instruction": "Write f.", "information": "f()", '
+        '"solution": "def f(): return 1"}',
+        'Sure!\n```json\n{"Task name": "Code Generation", "Instruction": "Write f.", '
+        '"Information": "f()", "Solution": "def f(): return 1"}\n```',
+        "Task name: Code Generation\nInstruction: Write f.\nInformation: f()\n"
+        "Solution: def f(): return 1",
+        "**Task name:** Code Generation\n**Instruction:** Write f.\n### Information: f()\n"
+        "**Solution**: def f(): return 1",
+        '{"task_name": "Code Generation", "instruction": "Write f.", "information": "f()", '
+        '"solution": "def f(): return 1", "extra": "cut off by max_tok',
+    ],
+)
+def test_parse_case_variants(reply):
+    case, error = parse_case(reply)
+    assert error is None
+    assert case["instruction"] == "Write f." and case["information"] == "f()"
+    assert case["solution"] == "def f(): return 1"
+
+
+def test_parse_case_failures():
+    assert parse_case("")[0] is None
+    assert parse_case("I cannot help with that.") == (None, "no fields found")
+
+
+def test_prefilter_reasons(specs):
+    gen = specs["code_generation"]
+    good = {
+        "task_name": "x",
+        "instruction": "Write f.",
+        "information": "f()",
+        "solution": "def f(): return 1",
+    }
+    assert prefilter(good, gen) == []
+    assert "missing_solution" in prefilter({**good, "solution": ""}, gen)
+    long = "Do this. Then that. And also more. Finally stop."
+    assert sentences(long) == 4 and "instruction_too_long" in prefilter(
+        {**good, "instruction": long}, gen
+    )
+    assert "solution_not_code" in prefilter({**good, "solution": "Use a loop."}, gen)
+    summ = specs["code_summarization"]
+    assert "summary_is_code" in prefilter(
+        {**good, "information": "def f(): return 1", "solution": "```\ndef f(): pass\n```"}, summ
+    )
+    assert "information_lacks_code" in prefilter(
+        {**good, "information": "some code", "solution": "It adds."}, summ
+    )
+    rep = specs["code_repair"]
+    same = {**good, "information": "def f(): return 1", "solution": "def f(): return 1\nok"}
+    assert "repair_unchanged" in prefilter(same, rep)
+
+
+def test_parse_verdict_json_text_and_missing(specs):
+    ids = specs["code_generation"].rule_ids
+    rules = {rid: {"answer": "yes", "reason": "ok"} for rid in ids}
+    v = parse_verdict(json.dumps({"rules": rules, "overall": "yes", "analysis": "fine"}), ids)
+    assert v.parsed and v.overall == "yes" and set(v.rules) == set(ids)
+    assert decide(v, ids, True) == (True, "accepted")
+    text = "\n".join(
+        f"{i}. [{rid}] {'no' if i == 2 else 'yes'} - because" for i, rid in enumerate(ids, 1)
+    )
+    v = parse_verdict(text + "\nOverall answer: No\nAnalysis: weak task.", ids)
+    assert v.parsed and v.overall == "no" and v.rules[ids[1]]["answer"] == "no"
+    assert decide(v, ids, True) == (False, f"judge_no:{ids[1]}")
+    v = parse_verdict(
+        json.dumps({"rules": [{"id": ids[0], "answer": True}], "verdict": "Yes."}), ids
+    )
+    assert v.overall == "yes" and v.rules[ids[0]]["answer"] == "yes"
+    assert decide(v, ids, True)[1].startswith("judge_missing_rule")
+    assert decide(v, ids, False) == (True, "accepted")
+    for reply in ["", "What a nice case.", '{"rules": {}, "analysis": "no verdict"}']:
+        v = parse_verdict(reply, ids)
+        assert not v.parsed and decide(v, ids, True) == (False, "judge_unparseable")
+
+
+def test_example_db_pools_sampling_and_roundtrip(specs, tmp_path):
+    db = ExampleDB.seeded(specs, pool_size=2)
+    counts = db.counts()
+    assert counts["code_repair"]["good"] == 2 and counts["code_repair"]["bad"] == 1
+
+    class It:
+        id, task, language, target_language, code = (
+            "7:code_repair",
+            "code_repair",
+            "python",
+            None,
+            "x",
+        )
+
+    for i in range(3):
+        db.add_judged(It(), {"instruction": f"i{i}"}, accepted=i != 1, analysis="a", rules={})
+    assert db.counts()["code_repair"]["good_judged"] == 2  # capped at pool_size
+    a = db.sample("code_repair", 2, 1, random.Random("s"))
+    b = db.sample("code_repair", 2, 1, random.Random("s"))
+    assert a == b
+    path = db.save(tmp_path / "db.jsonl")
+    again = ExampleDB.load(path, pool_size=2)
+    assert again.counts() == db.counts()

@@ -1,0 +1,216 @@
+"""The sandbox: isolation, limits, verdicts, and programs written to escape or fool it."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from wavecoder.evaluation import sandbox as sb
+
+SOLUTION_OK = "def add(a, b):\n    return a + b\n"
+TESTS = [
+    "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+]
+
+
+@pytest.fixture(scope="module")
+def box():
+    with sb.Sandbox(workers=2) as sandbox:
+        yield sandbox
+
+
+def run_py(box, solution: str, wall_s: float = 5.0, tests=TESTS, mode="function", **kw):
+    limits = sb.Limits(wall_s=wall_s, cpu_s=int(wall_s) + 1, memory_mb=1024)
+    plan = sb.python_plan(
+        textwrap.dedent(solution), tests, mode=mode, entry_point="add", limits=limits, **kw
+    )
+    return box.run(plan)
+
+
+def test_correct_and_wrong_solution(box):
+    assert run_py(box, SOLUTION_OK).verdict == "passed"
+    wrong = run_py(box, "def add(a, b):\n    return a - b\n")
+    assert wrong.verdict == "failed"
+    assert "AssertionError" in wrong.detail
+
+
+def test_syntax_error_and_missing_function(box):
+    assert run_py(box, "def add(a, b) return a\n").verdict == "failed"
+    assert "does not define" in run_py(box, "def other():\n    pass\n").detail
+
+
+HOSTILE = {
+    "infinite_loop": "def add(a, b):\n    while True:\n        pass\n",
+    "sleep_forever": "import time\ndef add(a, b):\n    time.sleep(100)\n",
+    "exit0_toplevel": "import sys\nsys.exit(0)\ndef add(a, b):\n    return a + b\n",
+    "os_exit0_toplevel": "import os\nos._exit(0)\n",
+    "os_exit0_in_call": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "sys_exit0_in_call": "import sys\ndef add(a, b):\n    sys.exit(0)\n",
+    "print_fake_pass": (
+        "import sys\nprint('PASS 0123')\nsys.stdout.flush()\nimport os\nos._exit(0)\n"
+    ),
+    "write_fd4": "import os\nos.write(4, b'PASS x\\n')\nos._exit(0)\n",
+    "eq_always_true": (
+        "class T:\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return T()\n"
+    ),
+    "int_subclass_eq": (
+        "class I(int):\n    def __eq__(self, o):\n        return True\n"
+        "    __hash__ = int.__hash__\n"
+        "def add(a, b):\n    return I(0)\n"
+    ),
+    "list_of_fakes": (
+        "class T:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return [T()]\n"
+    ),
+    "generator_of_fakes": (
+        "class T:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    yield T()\n"
+    ),
+    "patch_assertion_error": (
+        "import builtins\nbuiltins.AssertionError = type('X', (Exception,), {})\n"
+        "def add(a, b):\n    return 0\n"
+    ),
+    "patch_builtins_print_and_exit": (
+        "import builtins, sys\nbuiltins.print = lambda *a, **k: None\n"
+        "sys.exit = lambda *a: None\ndef add(a, b):\n    return 0\n"
+    ),
+    "redefine_check": "def check(c):\n    pass\ndef add(a, b):\n    return 0\n",
+    "patch_math": (
+        "import math\nmath.isclose = lambda *a, **k: True\ndef add(a, b):\n    return 0\n"
+    ),
+    "frame_walk_token": (
+        "import sys\ndef add(a, b):\n    f = sys._getframe(1)\n"
+        "    while f: print(f.f_locals); f = f.f_back\n    return a + b\n"
+    ),
+    "traceback_frame": (
+        "def add(a, b):\n    try:\n        1/0\n    except Exception as e:\n"
+        "        f = e.__traceback__.tb_frame.f_back\n        print(f.f_locals)\n    return a + b\n"
+    ),
+    "gc_token": ("import gc\ndef add(a, b):\n    print(len(gc.get_objects()))\n    return a + b\n"),
+    "settrace": ("import sys\nsys.settrace(lambda *a: None)\ndef add(a, b):\n    return a + b\n"),
+    "ctypes": "import ctypes\ndef add(a, b):\n    return a + b\n",
+    "read_proc_mem": ("open('/proc/self/mem', 'rb')\ndef add(a, b):\n    return a + b\n"),
+    "subprocess": (
+        "import subprocess\nsubprocess.run(['true'])\ndef add(a, b):\n    return a + b\n"
+    ),
+    "network": (
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+        "def add(a, b):\n    return a + b\n"
+    ),
+    "alloc_10gb": "x = bytearray(10 * 1024**3)\ndef add(a, b):\n    return a + b\n",
+    "print_gigabyte": (
+        "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n"
+        "def add(a, b):\n    return a + b\n"
+    ),
+    "fork_bomb": "import os\nwhile True:\n    os.fork()\n",
+    "kill_parent": "import os\nos.kill(os.getppid(), 9)\ndef add(a, b):\n    return a + b\n",
+    "recursion_crash": (
+        "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_python_never_passes(box, name):
+    outcome = run_py(box, HOSTILE[name], wall_s=4.0)
+    assert outcome.verdict != "passed", (name, outcome)
+    assert outcome.verdict in sb.VERDICTS
+
+
+def test_hostile_timeouts_are_timeouts(box):
+    assert run_py(box, HOSTILE["infinite_loop"], wall_s=2.0).verdict == "timeout"
+    assert run_py(box, HOSTILE["sleep_forever"], wall_s=2.0).verdict == "timeout"
+
+
+def test_output_is_capped(box):
+    outcome = run_py(box, HOSTILE["print_gigabyte"], wall_s=10.0)
+    assert outcome.verdict == "failed" and "output limit" in outcome.detail
+    assert len(outcome.output) < 10_000
+
+
+def test_parent_and_outside_files_survive(box, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.chmod(tmp_path, 0o777)  # even where the sandbox could write, it must not delete
+    code = f"""
+    import os, shutil
+    for f in ({str(victim)!r},):
+        try: os.remove(f)
+        except Exception as e: print(e)
+    try: shutil.rmtree({str(tmp_path)!r})
+    except Exception as e: print(e)
+    try: os.kill(os.getppid(), 9)
+    except Exception as e: print(e)
+    try: os.killpg(os.getpgid(os.getppid()), 9)
+    except Exception as e: print(e)
+    def add(a, b):
+        return a + b
+    """
+    outcome = run_py(box, code)
+    assert victim.read_text() == "keep me"
+    assert outcome.verdict == "passed"  # denied operations are caught by the solution itself
+
+
+def test_fork_bomb_in_c_is_contained(box):
+    if not box.language_status("cpp")[0]:
+        pytest.skip("g++ not installed")
+    program = "#include <unistd.h>\nint main(){ while (1) fork(); }\n"
+    plan = sb.cpp_plan(program)
+    plan.run.limits = sb.Limits(wall_s=3.0, cpu_s=3)
+    outcome = box.run(plan)
+    assert outcome.verdict in ("timeout", "failed")
+    assert box.run(sb.cpp_plan("#include <assert.h>\nint main(){ assert(1); }\n")).passed
+
+
+def test_c_exit_zero_before_tests_fails(box):
+    if not box.language_status("cpp")[0]:
+        pytest.skip("g++ not installed")
+    program = textwrap.dedent(
+        """
+        #include <stdlib.h>
+        #include <assert.h>
+        static int early = (exit(0), 0);
+        int main(){ assert(1 == 2); }
+        """
+    )
+    assert box.run(sb.cpp_plan(program)).verdict == "failed"
+
+
+def test_no_network_namespace_when_root(box):
+    if not box.root:
+        pytest.skip("network namespaces need root; the Python guard still denies sockets")
+    assert box.netns
+    code = """
+    import socket
+    s = socket.socket
+    def add(a, b):
+        return a + b
+    """
+    # the guard denies creating sockets; the namespace has no route anyway
+    assert run_py(box, code + "s()\n").verdict == "failed"
+
+
+def test_missing_toolchain_is_skipped_with_reason(monkeypatch):
+    monkeypatch.setattr(sb, "_which", lambda name: None)
+    found = sb.detect_toolchains()
+    assert not found["js"].available and "node" in found["js"].reason
+    with sb.Sandbox(workers=1) as box:
+        box.toolchains["js"] = found["js"]
+        outcome = box.run(sb.js_plan("console.assert(true)"))
+    assert outcome.verdict == "sandbox_error" and "skipped" in outcome.detail
+
+
+def test_js_console_assert_fails_and_exit_is_not_a_pass(box):
+    if not box.language_status("js")[0]:
+        pytest.skip("node not installed")
+    ok = box.run(sb.js_plan("console.assert(1 === 1)"))
+    assert ok.passed, ok
+    assert box.run(sb.js_plan("console.assert(1 === 2)")).verdict == "failed"
+    assert box.run(sb.js_plan("process.exit(0)\nconsole.assert(1 === 2)")).verdict == "failed"
+    fake = "console.assert = () => {}\nJSON.stringify = () => 'x'\nconsole.assert(1 === 2)"
+    assert box.run(sb.js_plan(fake)).verdict == "failed"
+
+
+def test_reference_workdir_is_removed(box):
+    run_py(box, SOLUTION_OK)
+    assert not any(Path(box.base).glob("s*-*"))
