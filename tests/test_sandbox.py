@@ -214,3 +214,122 @@ def test_js_console_assert_fails_and_exit_is_not_a_pass(box):
 def test_reference_workdir_is_removed(box):
     run_py(box, SOLUTION_OK)
     assert not any(Path(box.base).glob("s*-*"))
+
+
+# ---------------------------------------------------------------- the Python zygote (root)
+
+
+@pytest.fixture(scope="module")
+def per_program_box():
+    with sb.Sandbox(workers=1, zygote=False) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def one_slot():
+    """One slot, so that every program goes through the same zygote."""
+    with sb.Sandbox(workers=1) as sandbox:
+        if not sandbox.zygote:
+            pytest.skip("the zygote needs root (a separate uid from the programs)")
+        yield sandbox
+
+
+CANONICAL_STATE_CHECK = """
+import math, os, builtins, sys
+def add(a, b):
+    assert math.pi == 3.141592653589793 and math.isclose(1.0, 1.0 + 1e-12)
+    assert builtins.AssertionError is AssertionError and sys.exit is not None
+    assert os.listdir(".") == ["spec.bin"], os.listdir(".")  # a fresh work dir
+    return a + b
+"""
+
+
+def _zygote_pid(box) -> int:
+    (z,) = box._zygotes.values()
+    assert z.proc.poll() is None
+    return z.proc.pid
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_python_never_passes_per_program_path(per_program_box, name):
+    """The fallback path (one interpreter per program) keeps every guard too."""
+    outcome = run_py(per_program_box, HOSTILE[name], wall_s=4.0)
+    assert outcome.verdict != "passed", (name, outcome)
+    assert per_program_box.zygote_stats["forked"] == 0
+
+
+def test_zygote_path_is_used(one_slot):
+    probe = "import os\nprint('ppid', os.getppid(), os.getuid(), flush=True)\n" + SOLUTION_OK
+    outcome = run_py(one_slot, probe)
+    assert outcome.passed, outcome
+    assert one_slot.zygote_stats == {"forked": 1, "fallback": 0, "started": 1}
+    ppid, uid = map(int, outcome.output.split()[1:3])
+    assert ppid == _zygote_pid(one_slot)  # forked by the zygote, not started by us
+    assert uid == one_slot._uid(0) and uid != 0  # as the slot's uid; the zygote stays root
+    assert run_py(one_slot, SOLUTION_OK).passed
+    assert one_slot.zygote_stats == {"forked": 2, "fallback": 0, "started": 1}
+    assert one_slot.isolation["python_zygote"]
+
+
+HOSTILE_TO_ZYGOTE = {
+    "fork_bomb": HOSTILE["fork_bomb"],
+    "kill_parent": HOSTILE["kill_parent"],
+    "kill_zygote_group": "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n" + SOLUTION_OK,
+    "os_exit0_before_asserts": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "infinite_loop": HOSTILE["infinite_loop"],
+    "alloc_10gb": HOSTILE["alloc_10gb"],
+    "patch_modules_then_pass": (
+        "import math, builtins, sys\nmath.pi = 3\nmath.isclose = lambda *a, **k: False\n"
+        "builtins.AssertionError = KeyError\nsys.exit = None\n" + SOLUTION_OK
+    ),
+    "litter_workdir_and_sleep": (
+        "open('left.txt', 'w').write('x')\nimport time\ntime.sleep(100)\n" + SOLUTION_OK
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TO_ZYGOTE))
+def test_hostile_program_cannot_corrupt_the_next_run(one_slot, name):
+    good = run_py(one_slot, CANONICAL_STATE_CHECK)
+    assert good.passed, good
+    zygote = _zygote_pid(one_slot)
+    bad = run_py(one_slot, HOSTILE_TO_ZYGOTE[name], wall_s=2.0)
+    assert bad.verdict != "passed", bad
+    after = run_py(one_slot, CANONICAL_STATE_CHECK)
+    assert after.passed, (name, bad, after)
+    # the same zygote served all three: the program could not kill or change it
+    assert _zygote_pid(one_slot) == zygote
+    assert one_slot.zygote_stats == {"forked": 3, "fallback": 0, "started": 1}
+
+
+def test_dead_zygote_is_replaced(one_slot):
+    import signal
+    import threading
+
+    assert run_py(one_slot, SOLUTION_OK).passed
+    first = _zygote_pid(one_slot)
+    os.kill(first, signal.SIGKILL)  # between programs
+    assert run_py(one_slot, SOLUTION_OK).passed
+    second = _zygote_pid(one_slot)
+    assert second != first and one_slot.zygote_stats["started"] == 2
+    # during a program: the run is redone the per-program way, the next gets a new zygote
+    threading.Timer(0.5, os.kill, (second, signal.SIGKILL)).start()
+    slow = run_py(one_slot, "import time\ntime.sleep(1.5)\n" + SOLUTION_OK, wall_s=5.0)
+    assert slow.passed, slow
+    assert one_slot.zygote_stats["fallback"] == 1
+    assert run_py(one_slot, SOLUTION_OK).passed
+    assert _zygote_pid(one_slot) not in (first, second)
+
+
+def test_falls_back_when_the_zygote_cannot_run(one_slot, monkeypatch):
+    one_slot._zygote_failures[0] = sb._ZYGOTE_MAX_FAILURES  # as after repeated failures
+    assert run_py(one_slot, SOLUTION_OK).passed
+    assert run_py(one_slot, "def add(a, b):\n    return a - b\n").verdict == "failed"
+    assert one_slot.zygote_stats == {"forked": 0, "fallback": 2, "started": 0}
+
+
+def test_not_root_uses_the_per_program_path():
+    with sb.Sandbox(workers=1, isolate=False) as box:
+        assert not box.isolation["python_zygote"]
+        assert run_py(box, SOLUTION_OK).passed
+        assert box.zygote_stats["forked"] == 0

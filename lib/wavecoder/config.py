@@ -340,9 +340,11 @@ class EvaluateParams(_Section):
         default_factory=lambda: ["base", "tuned"],
         description="the base model and/or the stage-03 fine-tuned one",
     )
-    prompt_format: Literal["alpaca", "completion"] = Field(
+    prompt_format: Literal["alpaca", "chat", "completion"] = Field(
         default="alpaca",
-        description="alpaca: WaveCoder's instruction prompt; completion: continue the prompt code",
+        description="alpaca: WaveCoder's instruction prompt; chat: the instruction as a user "
+        "message (the model's chat template; the openai backend always chats); completion: "
+        "continue the prompt code",
     )
     humanevalpack_tasks: list[Literal["synthesize", "fix", "explain"]] = Field(
         default_factory=lambda: ["synthesize", "fix", "explain"]
@@ -350,8 +352,18 @@ class EvaluateParams(_Section):
     humanevalpack_languages: list[Literal["python", "js", "java", "go", "cpp", "rust"]] = Field(
         default_factory=lambda: ["python", "js", "java", "go", "cpp", "rust"]
     )
-    batch_size: int = Field(default=8, ge=1, description="prompts per generate() call")
+    batch_size: int = Field(
+        default=8, ge=1, description="prompts per generate() call (per concurrent wave: openai)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["hf", "openai"] = Field(
+        default="hf",
+        description="hf: transformers on the stage-03 models; openai: the endpoints below",
+    )
+    endpoints: dict[str, LLMEndpoint] = Field(
+        default_factory=dict,
+        description="backend openai: model tag (e.g. base, tuned) -> OpenAI-compatible endpoint",
+    )
 
 
 class StudyParams(_Section):

@@ -135,6 +135,29 @@ def _select_inputs(params: StudyParams) -> dict[str, str]:
     return inputs
 
 
+def _finetune_inputs(params: StudyParams) -> dict[str, str]:
+    """Local files stage 03 reads besides stage 02's output (its own data file, a mix-in set)."""
+    inputs: dict[str, str] = {}
+    ft = params.finetune
+    for value in (ft.data_file, ft.mix_with):
+        if value:
+            path = params.resolve_path(value)
+            inputs[str(path)] = (
+                sha256_file(path) if path.is_file() else f"not a local file: {value}"
+            )
+    return inputs
+
+
+def _evaluate_inputs(params: StudyParams) -> dict[str, str]:
+    """The benchmark files stage 04 reads from evaluate.data_dir (the hub when null)."""
+    cfg = params.evaluate
+    if not cfg.data_dir:
+        return {"hf": "mbpp, bigcode/humanevalpack"}
+    root = params.resolve_path(cfg.data_dir)
+    files = sorted(root.glob("mbpp/*.json*")) + sorted(root.glob("humanevalpack/*.jsonl"))
+    return {str(p): sha256_file(p) for p in files}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str  # e.g. "01_select": notebook notebooks/<name>.ipynb, outputs <run>/<name>/
@@ -150,8 +173,13 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("01_select", ("seed", "corpus", "select"), inputs=_select_inputs),
     Stage("02_generate", ("seed", "llm", "generate"), needs=("01_select",)),
-    Stage("03_finetune", ("seed", "finetune"), needs=("02_generate",)),
-    Stage("04_evaluate", ("seed", "llm", "finetune", "evaluate"), needs=("03_finetune",)),
+    Stage("03_finetune", ("seed", "finetune"), needs=("02_generate",), inputs=_finetune_inputs),
+    Stage(
+        "04_evaluate",
+        ("seed", "llm", "finetune", "evaluate"),
+        needs=("03_finetune",),
+        inputs=_evaluate_inputs,
+    ),
     Stage("05_report", ("seed",), needs=("01_select", "02_generate", "03_finetune", "04_evaluate")),
 ]
 

@@ -113,9 +113,11 @@ def _exact_argmax(
         by_seen.setdefault(exact.get(index, (math.inf, 0))[1], []).append(index)
     for seen, indices in by_seen.items():
         rows = x[torch.as_tensor(indices, device=x.device)].double()
-        nearest = torch.cdist(
-            rows, centres[seen:step], compute_mode="donot_use_mm_for_euclid_dist"
-        ).min(dim=1).values.tolist()
+        nearest = (
+            torch.cdist(rows, centres[seen:step], compute_mode="donot_use_mm_for_euclid_dist")
+            .min(dim=1)
+            .values.tolist()
+        )
         for index, value in zip(indices, nearest):
             previous = exact.get(index, (math.inf, 0))[0]
             exact[index] = (min(previous, value), step)

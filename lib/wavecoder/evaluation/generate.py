@@ -78,12 +78,15 @@ class _StopOnText:
         new = input_ids[:, self.prompt_len :]
         tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
         return torch.tensor(
-            [any(s in t for s in self.stop) for t in tails], dtype=torch.bool, device=input_ids.device
+            [any(s in t for s in self.stop) for t in tails],
+            dtype=torch.bool,
+            device=input_ids.device,
         )
 
 
 class HFGenerator:
-    """A causal LM (optionally with a peft adapter) that completes prompts in batches."""
+    """A causal LM (optionally with a peft adapter) that completes prompts in batches; with
+    `chat=True` each prompt is a user message wrapped in the tokenizer's chat template."""
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class HFGenerator:
         adapter_path: str | Path | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        chat: bool = False,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,6 +106,7 @@ class HFGenerator:
         else:
             torch_dtype = getattr(torch, dtype)
         self.device = device
+        self.chat = chat
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -115,10 +120,18 @@ class HFGenerator:
 
     def complete(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
         import torch
-
         from transformers import StoppingCriteriaList
 
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        if self.chat:
+            prompts = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+                )
+                for p in prompts
+            ]
+        batch = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
+        ).to(self.device)
         criteria = StoppingCriteriaList()
         if stop:
             criteria.append(_StopOnText(self.tokenizer, stop, batch["input_ids"].shape[1]))
@@ -133,6 +146,39 @@ class HFGenerator:
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(t, stop) for t in texts]
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible endpoint (vLLM, llama.cpp, OpenAI) through `wavecoder.llm`: each
+    prompt is one user message; answers are cached, retried and resumable like stage 02's."""
+
+    def __init__(self, llm_params, endpoint, cache_path: str | Path, max_new_tokens: int) -> None:
+        from ..llm import check_endpoints
+
+        self.params = llm_params.model_copy(
+            update={
+                "generator": endpoint.model_copy(
+                    update={"temperature": 0.0, "max_tokens": max_new_tokens, "json_mode": "off"}
+                ),
+                "discriminator": endpoint.model_copy(update={"json_mode": "off"}),
+            }
+        )
+        self.cache_path = Path(cache_path)
+        check_endpoints(self.params)  # a missing key is an error before any work
+
+    def complete(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
+        from ..llm import LLMSession, chat_many, run_sync
+
+        async def ask():
+            async with LLMSession(self.params, self.cache_path) as session:
+                messages = [[{"role": "user", "content": p}] for p in prompts]
+                return await chat_many(session, "generator", messages)
+
+        results = run_sync(ask)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} request(s) failed; first: {failed[0].error}")
+        return [cut_at_stop(r.text or "", stop) for r in results]
 
 
 def generate_samples(
@@ -178,7 +224,7 @@ def generate_samples(
                 row = {
                     "key": request.key,
                     "model": model_tag,
-                    "completion": text,
+                    "completion": cut_at_stop(text, request.stop),
                     "seconds": round(seconds, 3),
                     **(request.meta or {}),
                 }

