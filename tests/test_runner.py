@@ -99,6 +99,7 @@ def test_manifest_records_provenance(smoke_run):
     assert manifest["params"]["select"]["k"] == 20 and manifest["seed"] == 0
     assert any(key.startswith("tree:stdlib") for key in manifest["inputs"])
     assert "config.py" in manifest["lib_sha256"]
+    assert "select.py" in manifest["stage_sources_sha256"]
     assert manifest["packages"]["torch"].startswith("2.")
     assert {"commit", "dirty"} <= set(manifest["git"])
     assert manifest["started"] < manifest["finished"]
@@ -205,3 +206,17 @@ def test_stage_whose_upstream_never_ran_fails_early(tmp_path):
 
     with pytest.raises(ValueError, match="needs 01_select"):
         run_study(PROJECT / "params/smoke.yaml", stages="02", outputs=tmp_path, echo=lambda s: None)
+
+
+def test_stage_fingerprint_covers_the_code_the_stage_reaches():
+    from wavecoder.runner import stage_sources_sha256
+
+    select_files = stage_sources_sha256(PROJECT / "notebooks" / "01_select.ipynb")
+    assert {"select.py", "stage_select.py", "filters.py", "config.py"} <= set(select_files)
+    assert not any(f.startswith(("evaluation/", "finetune/", "codeocean/")) for f in select_files)
+    evaluate_files = stage_sources_sha256(PROJECT / "notebooks" / "04_evaluate.ipynb")
+    assert {"evaluation/sandbox.py", "evaluation/_pyharness.py", "stage_evaluate.py"} <= set(
+        evaluate_files
+    )
+    generate_files = stage_sources_sha256(PROJECT / "notebooks" / "02_generate.ipynb")
+    assert "data/tasks/code_repair.yaml" in generate_files

@@ -3,6 +3,7 @@ writes a manifest per stage, and skips a stage whose manifest still matches."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import StudyParams, load_params
+from .paths import stage_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 KERNEL_NAME = "wavecoder"
@@ -58,6 +60,72 @@ def lib_sources_sha256() -> dict[str, str]:
         if path.is_file() and "__pycache__" not in path.parts:
             out[str(path.relative_to(PACKAGE_DIR))] = sha256_file(path)
     return out
+
+
+# Package files a module reads as text or data rather than importing them.
+READ_AS_DATA = {
+    "evaluation/sandbox.py": ("evaluation/_pyharness.py", "evaluation/_pyzygote.py"),
+    "codeocean/tasks.py": ("data/tasks/*",),
+}
+
+
+def _module_file(dotted: str) -> Path | None:
+    """wavecoder.a.b -> its file under the package (module or package __init__)."""
+    parts = dotted.split(".")[1:]
+    base = PACKAGE_DIR.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(source: str, current: str | None = None) -> set[str]:
+    """Dotted `wavecoder...` modules a piece of source imports (absolute or relative)."""
+    found: set[str] = set()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return found
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "wavecoder")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and current:
+                package = current.split(".")
+                package = package[: len(package) - node.level]  # current is a module path
+                module = ".".join(package + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != "wavecoder":
+                continue
+            found.add(module)
+            found.update(f"{module}.{a.name}" for a in node.names)  # may name submodules
+    return found
+
+
+def stage_sources_sha256(notebook: Path) -> dict[str, str]:
+    """sha256 of the package files a stage notebook can reach through imports: a change to
+    the sandbox does not invalidate the selection stage, a change to `select.py` does."""
+    nb = json.loads(notebook.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    todo = {"wavecoder"} | {m for m in _imported_modules(code) if m.startswith("wavecoder")}
+    files: dict[str, Path] = {}
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_file(name)
+        if path is None:
+            continue
+        rel = str(path.relative_to(PACKAGE_DIR))
+        files[rel] = path
+        here = name if path.name != "__init__.py" else f"{name}.__init__"
+        todo |= _imported_modules(path.read_text(), here) - seen
+        for pattern in READ_AS_DATA.get(rel, ()):
+            files.update((str(p.relative_to(PACKAGE_DIR)), p) for p in PACKAGE_DIR.glob(pattern))
+    return {key: sha256_file(files[key]) for key in sorted(files)}
 
 
 def tree_listing_sha256(root: Path, suffixes: tuple[str, ...]) -> str:
@@ -162,7 +230,8 @@ def _evaluate_inputs(params: StudyParams) -> dict[str, str]:
 class Stage:
     name: str  # e.g. "01_select": notebook notebooks/<name>.ipynb, outputs <run>/<name>/
     sections: tuple[str, ...]  # params sections the stage reads
-    needs: tuple[str, ...] = ()  # upstream stages whose manifests feed the fingerprint
+    needs: tuple[str, ...] = ()  # upstream stages that must have completed
+    reads: tuple[str, ...] = ()  # further stages it reads when present (the report)
     inputs: Callable[[StudyParams], dict[str, str]] = field(default=lambda p: {})
 
     @property
@@ -180,19 +249,18 @@ STAGES: list[Stage] = [
         needs=("03_finetune",),
         inputs=_evaluate_inputs,
     ),
-    Stage("05_report", ("seed",), needs=("01_select", "02_generate", "03_finetune", "04_evaluate")),
+    Stage(
+        "05_report",
+        ("seed",),
+        needs=("04_evaluate",),
+        reads=("01_select", "02_generate", "03_finetune"),
+    ),
 ]
 
 
 def notebooks_dir() -> Path:
     """The stage notebooks: next to lib/ in a source checkout."""
     return PACKAGE_DIR.parent.parent / "notebooks"
-
-
-def stage_dir(run_dir: str | Path, name: str) -> Path:
-    path = Path(run_dir) / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def select_stages(spec: str | None) -> list[Stage]:
@@ -232,14 +300,14 @@ def stage_fingerprint(
 ) -> tuple[str, dict[str, Any]]:
     """The hash a finished stage's manifest must carry to be skipped, and what went into it."""
     upstream = {}
-    for name in stage.needs:
+    for name in (*stage.needs, *stage.reads):
         manifest = read_manifest(run_dir / name) or {}
         upstream[name] = manifest.get("fingerprint")
     parts = {
         "params": params.section(*[s for s in stage.sections if s != "seed"]),
         "seed": params.seed,
         "inputs": stage.inputs(params),
-        "lib_sha256": lib_sources_sha256(),
+        "stage_sources_sha256": stage_sources_sha256(notebook),
         "notebook_sha256": sha256_file(notebook),
         "upstream": upstream,
     }
@@ -326,7 +394,8 @@ def run_stage(
         "inputs": parts["inputs"],
         "upstream": parts["upstream"],
         "notebook_sha256": parts["notebook_sha256"],
-        "lib_sha256": parts["lib_sha256"],
+        "lib_sha256": lib_sources_sha256(),
+        "stage_sources_sha256": parts["stage_sources_sha256"],
         "packages": package_versions(),
         "git": git_state(PACKAGE_DIR),
         "started": started.isoformat(),

@@ -9,13 +9,12 @@ papers' harnesses: WizardCoder/WaveCoder instructions, bigcode-evaluation-harnes
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import read_jsonl
 from . import sandbox as sb
 
 HEP_LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
@@ -306,17 +305,10 @@ class HumanEvalPack(Benchmark):
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise BenchmarkUnavailable(f"{path}:{lineno}: invalid JSON: {exc}") from None
-    return rows
+    try:
+        return read_jsonl(path)
+    except ValueError as exc:
+        raise BenchmarkUnavailable(str(exc)) from None
 
 
 def _hf_rows(dataset: str, config: str | None, split: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonl import read_jsonl
 from .benchmarks import Benchmark, get_benchmark
 from .sandbox import Limits, Sandbox
 
@@ -112,16 +113,8 @@ def execute_samples(
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {exc}") from None
-    return rows
+    """A samples file (JSONL); invalid JSON names the file and line."""
+    return read_jsonl(path)
 
 
 def exec_command(
