@@ -190,3 +190,20 @@ def test_openai_backend_generates_through_the_llm_layer_and_resumes(tmp_path):
     assert again == samples
     result = execute_and_score(bench, samples["humaneval"], tmp_path / "r.jsonl", 2, 10)
     assert result["pass@1"] == 1.0
+
+
+def test_samples_made_with_other_settings_are_not_reused(tmp_path):
+    requests = [GenerationRequest(f"k{i}", f"p{i}") for i in range(3)]
+    path = tmp_path / "s.jsonl"
+    generate_samples(CountingGenerator(), requests, path, max_new_tokens=256, progress=False)
+    gen = CountingGenerator()
+    generate_samples(gen, requests, path, max_new_tokens=192, progress=False)
+    assert gen.prompts == ["p0", "p1", "p2"]  # another token budget: generated again
+    gen = CountingGenerator()
+    generate_samples(
+        gen, requests, path, max_new_tokens=192, progress=False, settings={"model": "other"}
+    )
+    assert len(gen.prompts) == 3
+    gen = CountingGenerator()
+    generate_samples(gen, requests, path, max_new_tokens=192, progress=False)
+    assert gen.prompts == []

@@ -225,6 +225,15 @@ def generate_for_model(
     for name, bench in benchmarks.items():
         path = samples_dir / model.tag / f"{name}.jsonl"
         common = dict(
+            settings={
+                "model": model.model_path,
+                "adapter": model.adapter_path,
+                "backend": cfg.backend,
+                "endpoint": cfg.endpoints[model.tag].model_dump(mode="json")
+                if cfg.backend == "openai"
+                else None,
+                "prompt_format": cfg.prompt_format,
+            },
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
             model_tag=f"{model.tag}:{name}",

@@ -4,6 +4,7 @@ produced; a rerun generates only the keys the file lacks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -43,8 +44,15 @@ def cut_at_stop(text: str, stop: Iterable[str]) -> str:
     return text[:end]
 
 
-def read_samples(path: Path) -> dict[str, dict[str, Any]]:
-    """Samples already written, by key; a torn last line (crash mid-write) is ignored."""
+def settings_tag(settings: dict[str, Any] | None) -> str:
+    """Short hash of what produced a sample (model, adapter, prompt format, token budget...)."""
+    blob = json.dumps(settings or {}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_samples(path: Path, tag: str | None = None) -> dict[str, dict[str, Any]]:
+    """Samples already written, by key (only those made with settings `tag` when given); a torn
+    last line (crash mid-write) is ignored."""
     done: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return done
@@ -54,7 +62,8 @@ def read_samples(path: Path) -> dict[str, dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[row["key"]] = row
+            if tag is None or row.get("settings") == tag:
+                done[row["key"]] = row
     return done
 
 
@@ -189,13 +198,17 @@ def generate_samples(
     batch_size: int = 8,
     model_tag: str = "",
     progress: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Complete every request, appending each sample to `samples_path` as soon as its batch
-    returns; keys already in the file are not generated again. Returns samples in request order.
+    returns; keys already in the file with the same `settings` are not generated again (a
+    sample made with another model, prompt format or token budget is never reused). Returns
+    samples in request order.
     """
     samples_path = Path(samples_path)
     samples_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_samples(samples_path)
+    tag = settings_tag({**(settings or {}), "max_new_tokens": max_new_tokens})
+    done = read_samples(samples_path, tag)
     todo = [r for r in requests if r.key not in done]
     # Similar lengths together: less padding per batch.
     todo.sort(key=lambda r: len(r.prompt))
@@ -223,6 +236,7 @@ def generate_samples(
             for request, text in zip(batch, texts):
                 row = {
                     "key": request.key,
+                    "settings": tag,
                     "model": model_tag,
                     "completion": cut_at_stop(text, request.stop),
                     "seconds": round(seconds, 3),
