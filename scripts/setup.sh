@@ -22,8 +22,11 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: CUDA GPU found: installing torch==$TORCH_VERSION (CUDA build)"
     "${PIP[@]}" install "torch==$TORCH_VERSION"
-  elif "${PIP[@]}" install --no-index "torch==$TORCH_VERSION" 2>/dev/null; then
-    echo "setup: installed torch==$TORCH_VERSION from a local wheel (find-links)"
+  elif probe=$(mktemp -d) && "${PIP[@]}" download --no-index --no-deps -q -d "$probe" \
+      "torch==$TORCH_VERSION" >/dev/null 2>&1 && rm -rf "$probe"; then
+    # A local wheel (pip's find-links) is there: pip prefers it; deps come from the index.
+    echo "setup: installing torch==$TORCH_VERSION from a local wheel"
+    "${PIP[@]}" install "torch==$TORCH_VERSION"
   else
     echo "setup: no GPU: installing the CPU build of torch==$TORCH_VERSION"
     "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
