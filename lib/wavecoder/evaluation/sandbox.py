@@ -151,7 +151,7 @@ def _version_ok(argv: list[str]) -> bool:
 def detect_toolchains(python: str | None = None) -> dict[str, Toolchain]:
     """Which languages can run here; a missing one carries the reason (and the Debian package)."""
     found: dict[str, Toolchain] = {}
-    py = python or sys.executable
+    py = python or _reachable_python()
     found["python"] = Toolchain(
         "python", bool(py) and _version_ok([py, "-c", "pass"]), "", {"python": py}
     )
@@ -961,6 +961,18 @@ def _as_completed(futures: Iterable[Any]) -> Iterable[Any]:
     from concurrent.futures import as_completed
 
     return as_completed(list(futures))
+
+
+def _reachable_python() -> str:
+    """This interpreter, as a path the sandbox can see: a virtualenv under /tmp (a checkout
+    there) is hidden by the fresh tmpfs, so use the real interpreter it links to. Programs
+    need the standard library only."""
+    exe = sys.executable
+    if any(_under(Path(exe).parent, d) for d in _TMPFS_DIRS):
+        real = os.path.realpath(exe)
+        if not any(_under(Path(real).parent, d) for d in _TMPFS_DIRS):
+            return real
+    return exe
 
 
 def _under(path: Path, folder: str) -> bool:
