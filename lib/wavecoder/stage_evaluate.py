@@ -98,23 +98,27 @@ def prompt_for(
     return alpaca_prompt(instruction), ALPACA_STOP
 
 
+def _request(
+    bench: Benchmark, problem: Problem, pass_no: int, text: str, stop: tuple[str, ...]
+) -> GenerationRequest:
+    return GenerationRequest(
+        key=f"{bench.name}|{problem.task_id}|{pass_no}",
+        prompt=text,
+        stop=stop,
+        meta={"task_id": problem.task_id, "language": problem.language, "pass": pass_no},
+    )
+
+
 def first_pass_requests(bench: Benchmark, prompt_format: str) -> list[GenerationRequest]:
-    """One request per problem; for Explain, the describe pass."""
-    fmt = "chat" if prompt_format == "chat" else "alpaca"  # Explain is instruction-style
+    """One request per problem; for Explain, the describe pass (instruction-style)."""
+    fmt = "chat" if prompt_format == "chat" else "alpaca"
     requests = []
     for problem in bench.problems:
         if _is_explain(bench):
             text, stop = prompt_for(problem, bench.explain_describe_instruction(problem), fmt)
         else:
             text, stop = prompt_for(problem, problem.instruction, prompt_format)
-        requests.append(
-            GenerationRequest(
-                key=f"{bench.name}|{problem.task_id}|1",
-                prompt=text,
-                stop=stop,
-                meta={"task_id": problem.task_id, "language": problem.language, "pass": 1},
-            )
-        )
+        requests.append(_request(bench, problem, 1, text, stop))
     return requests
 
 
@@ -127,14 +131,7 @@ def explain_second_pass_requests(
     for problem in bench.problems:
         instruction = bench.explain_synthesize_instruction(problem, descriptions[problem.task_id])
         text, stop = prompt_for(problem, instruction, fmt)
-        requests.append(
-            GenerationRequest(
-                key=f"{bench.name}|{problem.task_id}|2",
-                prompt=text,
-                stop=stop,
-                meta={"task_id": problem.task_id, "language": problem.language, "pass": 2},
-            )
-        )
+        requests.append(_request(bench, problem, 2, text, stop))
     return requests
 
 

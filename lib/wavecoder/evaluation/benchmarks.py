@@ -192,6 +192,17 @@ def _strip_check_call(test: str) -> str:
     return re.sub(r"(?m)^check\(\s*[\w.]+\s*\)\s*$", "", test)
 
 
+def _python_function_plan(solution: str, problem: Problem) -> sb.Plan:
+    """A HumanEval-style Python plan: the solution, then `check(entry_point)` by the harness."""
+    return sb.python_plan(
+        solution,
+        [_strip_check_call(problem.test)],
+        mode="function",
+        entry_point=problem.entry_point,
+        prelude=problem.extra.get("trusted_prelude", ""),
+    )
+
+
 class _PythonFunctionBenchmark(Benchmark):
     def build_program(self, problem: Problem, completion: str) -> str:
         return (
@@ -202,13 +213,7 @@ class _PythonFunctionBenchmark(Benchmark):
         )
 
     def plan(self, problem: Problem, completion: str) -> sb.Plan:
-        return sb.python_plan(
-            self.solution_code(problem, completion),
-            [_strip_check_call(problem.test)],
-            mode="function",
-            entry_point=problem.entry_point,
-            prelude=problem.extra.get("trusted_prelude", ""),
-        )
+        return _python_function_plan(self.solution_code(problem, completion), problem)
 
 
 class HumanEval(_PythonFunctionBenchmark):
@@ -260,13 +265,7 @@ class HumanEvalPack(Benchmark):
     def plan(self, problem: Problem, completion: str) -> sb.Plan:
         lang = problem.language
         if lang == "python":
-            return sb.python_plan(
-                self.solution_code(problem, completion),
-                [_strip_check_call(problem.test)],
-                mode="function",
-                entry_point=problem.entry_point,
-                prelude=problem.extra.get("trusted_prelude", ""),
-            )
+            return _python_function_plan(self.solution_code(problem, completion), problem)
         code = self.solution_code(problem, completion)
         if lang == "go":
             return sb.go_plan(code, problem.test, problem.test_setup)
