@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import wavecoder as wc
@@ -238,6 +243,48 @@ def test_embedded_server_starts_answers_and_always_stops(tmp_path):
     assert proc.poll() is not None  # stopped on the error
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/models", timeout=2)
+
+
+def still_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers until init reaps it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "State:\tZ" not in status
+
+
+def test_embedded_server_ends_when_its_parent_is_killed(tmp_path):
+    """The server lives in its own session (interrupts must not kill it mid-request), so only
+    its orphan watchdog can stop it after a SIGKILL of the process that started it."""
+    import httpx
+
+    parent_code = (
+        "import sys, time; from wavecoder import llm\n"
+        "s = llm.EmbeddedServer(llm.default_gguf(), 'smol', n_ctx=512).start()\n"
+        "print(s.proc.pid, s.base_url, flush=True); time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        server_pid, url = parent.stdout.readline().split()
+        assert httpx.get(url + "/models", timeout=5).status_code == 200
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and still_running(int(server_pid)):
+            time.sleep(0.25)
+        assert not still_running(int(server_pid))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url + "/models", timeout=2)
+    finally:
+        parent.kill()
+        if "server_pid" in locals():
+            try:
+                os.kill(int(server_pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_embedded_missing_gguf_is_a_clear_error(tmp_path):

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -143,12 +144,34 @@ def response_format(mode: str, schema: dict[str, Any] | None) -> dict[str, Any] 
 # ---------------------------------------------------------------- embedded llama.cpp server
 
 
+PARENT_PID_ENV = "WAVECODER_PARENT_PID"
+
+
+def exit_when_orphaned(parent_pid: int, interval_s: float = 1.0, grace_s: float = 5.0) -> None:
+    """Stop this process once `parent_pid` is gone (its parent changes: we were re-parented).
+    The server runs in its own session so that a notebook interrupt does not kill it mid-request,
+    which also means a SIGKILLed parent could not take it down; this daemon thread does. SIGTERM
+    first (uvicorn shuts down cleanly), a hard exit if that has not ended us within `grace_s`."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
+
+
 def serve_llama_cpp(argv: list[str]) -> None:
     """Entry point of the server subprocess: `llama_cpp.server`'s own main, after optionally
     switching off llama.cpp's extra buffer types (weight repacking). On CPUs that report AMX
     inside VMs that do not enable it, the AMX repack path dies with a general protection fault
     at `ldtilecfg` on the first request; the plain CPU path works everywhere."""
     extra = "--extra-bufts" in argv
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent:
+        exit_when_orphaned(int(parent))
     sys.argv = [argv[0]] + [a for a in argv[1:] if a not in ("--extra-bufts", "--no-extra-bufts")]
     if not extra:
         import llama_cpp
@@ -264,7 +287,7 @@ class EmbeddedServer:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", PARENT_PID_ENV: str(os.getpid())},
             start_new_session=True,  # a notebook interrupt reaches us, and we stop it
         )
         _LIVE_SERVERS.add(self)
