@@ -7,6 +7,7 @@ random-init Llama built from it; the slow ones use the real SmolLM2-135M convert
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -418,3 +419,155 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(tiny_model_dir, tmp_p
     )
     result = T.finetune(changed, out, progress=False)
     assert result.resumed_from is None and result.global_step == 3
+
+
+# ---------------------------------------------------------------- paper settings, held-out loss
+
+
+class SeenSettings(TrainerCallback):
+    """Records what the Trainer actually trains with."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.bf16 = args.bf16
+        # transformers 5.24 renamed it (the old name warns); 5.17 has only the old one
+        if hasattr(model, "is_activation_checkpointing"):
+            self.checkpointing = model.is_activation_checkpointing
+        else:
+            self.checkpointing = model.is_gradient_checkpointing
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.total = sum(p.numel() for p in model.parameters())
+
+
+def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, tmp_path):
+    """params/paper.yaml as it stands (full fine-tuning, bf16, gradient checkpointing, packing,
+    fractional eval/save steps, held-out split), with only the model, data and length shrunk."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "bf16-base"  # like deepseek-coder-6.7b-base, whose weights are bf16
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(base)
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(40))
+    params = load_params(
+        PROJECT / "params" / "paper.yaml",
+        {
+            "finetune.base_model": str(base),
+            "finetune.data_file": str(data),
+            "finetune.epochs": 1,
+            "finetune.max_seq_length": 128,
+            "finetune.validation_fraction": 0.1,
+        },
+    )
+    seen = SeenSettings()
+    out = tmp_path / "03_finetune"
+    result = T.finetune(params, out, progress=False, callbacks=[seen])
+
+    assert seen.bf16 and seen.checkpointing and seen.trainable == seen.total  # full, bf16, ckpt
+    assert result.method == "full" and result.distributed == "NO" and result.processes == 1
+    assert result.data["validation_records"] == 4 and result.data["packing"]
+    log = T.read_log(out / T.TRAIN_LOG)
+    eval_steps = [e["step"] for e in log if e["kind"] == "eval"]
+    assert eval_steps[0] == 0 and len(eval_steps) >= 3  # on start, then every 10% of the steps
+    assert all(e["eval_tokens"] == log[0]["eval_tokens"] > 0 for e in log if e["kind"] == "eval")
+    assert result.last_eval_loss < result.first_eval_loss
+    info = json.loads((out / T.MODEL_INFO).read_text())
+    assert info["model_path"] == info["load_path"] == str((out / "model").resolve())
+    # trained in fp32 master weights, saved in the base model's dtype (bf16 here)
+    from safetensors import safe_open
+
+    assert json.loads((out / "model" / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(out / "model" / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}
+    model, tok = T.load_tuned(out)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert T.generate_samples(model, tok, D.load_records(data)[:1], max_new_tokens=4)[0][
+        "generated"
+    ]
+
+
+def test_held_out_loss_is_token_weighted_and_split_across_processes_without_repeats(
+    tiny_model_dir, tokenizer
+):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    examples, _ = D.tokenize_records(
+        [D.Record(f"Say {i}.", "", "x = " + " + ".join(["1"] * (i + 1))) for i in range(5)],
+        tokenizer,
+        128,
+        "alpaca",
+        "truncate",
+        progress=False,
+    )
+    dataset = C.RowDataset(C.single_rows(examples))
+    collator = C.Collator(tokenizer.pad_token_id, packed=False)
+
+    # reference: each row alone, the model's own mean loss times its number of predicted tokens
+    nll = tokens = 0.0
+    for i in range(len(dataset)):
+        batch = collator([dataset[i]])
+        batch.pop("num_real_tokens")
+        with torch.no_grad():
+            loss = model(**batch).loss
+        count = int((batch["labels"][:, 1:] != D.IGNORE_INDEX).sum())
+        nll, tokens = nll + float(loss) * count, tokens + count
+
+    whole = T.held_out_nll(model, dataset, collator, batch_size=2)
+    torch.testing.assert_close(whole, torch.tensor([nll, tokens], dtype=torch.float64))
+
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    parts = []
+    for rank in range(3):  # 5 rows on 3 processes, batch 1: 2, 2 and 1 rows, 2 forwards each
+        calls.clear()
+        parts.append(T.held_out_nll(model, dataset, collator, 1, rank=rank, world_size=3))
+        assert len(calls) == 2
+    hook.remove()
+    torch.testing.assert_close(sum(parts), whole)
+    assert [int(p[1]) for p in parts] != [0, 0, 0] and int(parts[2][1]) < int(parts[0][1])
+
+
+@pytest.mark.slow
+def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
+    tiny_model_dir, tmp_path
+):
+    """`accelerate launch` with params/accelerate/ddp_lora.yaml as committed, on 2 CPU processes
+    (accelerate then runs gloo DDP; FSDP needs GPUs, accelerate refuses it on the CPU)."""
+    import subprocess
+    import sys
+
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(24))
+    sets = [
+        f"finetune.base_model={tiny_model_dir}",
+        "finetune.epochs=1",
+        "finetune.max_seq_length=128",
+        "finetune.validation_fraction=0.25",
+        "finetune.packing=false",
+    ]
+    common = ["--params", str(PROJECT / "params" / "paper.yaml"), "--data", str(data)]
+    common += [arg for s in sets for arg in ("--set", s)] + ["--set", "finetune.method=lora"]
+    common.append("--no-progress")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    config = PROJECT / "params" / "accelerate" / "ddp_lora.yaml"
+    runs = {
+        "one": [sys.executable, "-m", "wavecoder.finetune.train"],
+        "two": [str(accelerate), "launch", "--config_file", str(config), "--num_processes", "2"]
+        + ["-m", "wavecoder.finetune.train"],
+    }
+    metrics = {}
+    for name, command in runs.items():
+        out = tmp_path / name
+        done = subprocess.run(
+            command + common + ["--out", str(out)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics[name] = json.loads((out / "train_metrics.json").read_text())
+        assert (out / "adapter" / "adapter_model.safetensors").exists()
+    one, two = metrics["one"], metrics["two"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert (one["distributed"], two["distributed"]) == ("NO", "MULTI_CPU")
+    # twice the rows per optimizer step: half the steps (rounded up per process)
+    assert two["global_step"] < one["global_step"]
+    # the same untouched model (LoRA B starts at zero) on the same held-out rows
+    assert two["first_eval_loss"] == pytest.approx(one["first_eval_loss"], rel=1e-5)
+    log = T.read_log(tmp_path / "two" / T.TRAIN_LOG)
+    assert len([e for e in log if e["kind"] == "eval" and e["step"] == 0]) == 1  # rank 0 writes

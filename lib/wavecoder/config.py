@@ -299,6 +299,12 @@ class FinetuneParams(_Section):
     merge_adapter: bool = Field(
         default=False, description="also save the base with the adapter merged in (merged/)"
     )
+    save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="weights of a fully tuned model/ (and merged/) as saved: auto = the base "
+        "model's dtype (full fine-tuning trains fp32 master weights: saved as is, a bf16 "
+        "6.7B model would take 27 GB instead of 13.5)",
+    )
     # bookkeeping
     logging_steps: int = Field(default=1, ge=1)
     eval_steps: float = Field(

@@ -56,6 +56,7 @@ BOOKKEEPING = {
     "sample_prompts",
     "sample_max_new_tokens",
     "merge_adapter",
+    "save_dtype",
     "save_total_limit",
     "torch_threads",
     "model_cache",
@@ -323,6 +324,85 @@ class CountingTrainer(Trainer):
             self.state.num_input_tokens_seen += real_n
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Held-out loss: the summed negative log-likelihood of every response token over their
+        number, across all processes; the same figure on 1 or N processes.
+
+        Why not the Trainer's loop: it averages per-batch means, and under several processes
+        (transformers 5.24) it repeats rows to even out the shards, scales each rank's loss by
+        its share of the tokens, then keeps rank 0's copies: on 2 CPU processes it reported
+        12.11 where the model's loss on those rows was 10.785 (DDP and FSDP alike).
+        """
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        started = time.perf_counter()
+        totals = held_out_nll(
+            self.model_wrapped,
+            dataset,
+            self.data_collator,
+            self.args.per_device_eval_batch_size,
+            self.args.process_index,
+            self.args.world_size,
+            self.args.device,
+            self.compute_loss_context_manager,
+        )
+        if self.args.world_size > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        nll, tokens = (float(v) for v in totals.tolist())
+        metrics = {
+            f"{metric_key_prefix}_loss": nll / tokens if tokens else float("nan"),
+            f"{metric_key_prefix}_tokens": int(tokens),
+            f"{metric_key_prefix}_runtime": round(time.perf_counter() - started, 4),
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
+
+
+@torch.no_grad()
+def held_out_nll(
+    model: torch.nn.Module,
+    dataset: C.RowDataset,
+    collator: C.Collator,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    context: Any = contextlib.nullcontext,
+) -> torch.Tensor:
+    """(summed NLL of the labelled tokens, their count) over this process's rows: every
+    `world_size`-th row from `rank`, no row twice. Every process runs the same number of
+    forward passes (a batch whose labels are all masked fills in), since FSDP's forward and
+    DDP's buffer broadcast are collective."""
+    rows = list(range(rank, len(dataset), world_size))
+    steps = math.ceil(math.ceil(len(dataset) / world_size) / batch_size)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for step in range(steps):
+        chosen = rows[step * batch_size : (step + 1) * batch_size]
+        features = [dataset[i] for i in chosen]
+        if not features:  # filler: any row, nothing labelled
+            filler = dict(dataset[0])
+            filler["labels"] = [D.IGNORE_INDEX] * len(filler["labels"])
+            features = [filler]
+        batch = collator(features)
+        batch.pop("num_real_tokens", None)
+        labels = batch.pop("labels").to(device)
+        with context():
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        targets = labels[:, 1:]
+        totals[0] += torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(),
+            targets.flatten(),
+            ignore_index=D.IGNORE_INDEX,
+            reduction="sum",
+        ).double()
+        totals[1] += (targets != D.IGNORE_INDEX).sum()
+    model.train(was_training)
+    return totals
+
 
 def sync_device() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -537,7 +617,7 @@ def main_process_first():
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
-        return PartialState().main_process_first()
+        return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
     return contextlib.nullcontext()
 
 
@@ -564,6 +644,9 @@ class FinetuneResult:
     train_seconds: float
     parameters: dict[str, int]
     data: dict[str, Any] = field(default_factory=dict)
+    # how it ran: 'NO' (one process), 'MULTI_GPU'/'MULTI_CPU' (DDP) or 'FSDP', on how many
+    distributed: str = "NO"
+    processes: int = 1
 
     def headline(self) -> str:
         loss = (
@@ -669,6 +752,8 @@ def finetune(
         non_padding_fraction=counter.non_padding_fraction,
         train_seconds=seconds,
         parameters=counts,
+        distributed=trainer.accelerator.distributed_type.value,
+        processes=args.world_size,
         data=prepared.metrics(),
         **result_paths,
     )
@@ -708,11 +793,13 @@ def save_outputs(
     if trainer.args.process_index != 0:
         return paths
     tokenizer.save_pretrained(target)
+    dtype = saved_dtype(ft, model_path)
+    if ft.method == "full":
+        recast_saved_model(target, dtype)
     if ft.method == "lora" and ft.merge_adapter:
         merged_dir = out / MERGED_DIR
         merged = trainer.model.merge_and_unload()
-        base_dtype = models.describe(model_path).get("dtype", "float32")
-        merged.to(getattr(torch, base_dtype)).save_pretrained(merged_dir)
+        merged.to(dtype).save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
         paths["merged_path"] = str(merged_dir.resolve())
     info = {
@@ -728,6 +815,30 @@ def save_outputs(
     }
     (out / MODEL_INFO).write_text(json.dumps(info, indent=2))
     return paths
+
+
+def saved_dtype(ft: FinetuneParams, model_path: str | Path) -> torch.dtype:
+    if ft.save_dtype != "auto":
+        return getattr(torch, ft.save_dtype)
+    return getattr(torch, models.describe(model_path).get("dtype") or "float32")
+
+
+def recast_saved_model(folder: Path, dtype: torch.dtype) -> None:
+    """Rewrite a saved model folder's weights in `dtype` (the Trainer saves what it trained:
+    fp32 master weights, and under FSDP only after gathering them, so the cast comes after)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    saved = str(getattr(AutoConfig.from_pretrained(folder), "dtype", None))
+    if saved.removeprefix("torch.") == str(dtype).removeprefix("torch."):
+        return
+    staging = folder.with_name(folder.name + ".recast")
+    shutil.rmtree(staging, ignore_errors=True)
+    AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).save_pretrained(staging)
+    for old in list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json")):
+        old.unlink()
+    for new in staging.iterdir():
+        shutil.move(str(new), folder / new.name)  # weights, index, config.json with the dtype
+    staging.rmdir()
 
 
 def write_model_card(result: FinetuneResult, params: StudyParams, out: Path) -> Path:
@@ -771,7 +882,9 @@ def write_model_card(result: FinetuneResult, params: StudyParams, out: Path) -> 
         + (f" (resumed from step {result.resumed_from})" if result.resumed_from else ""),
         f"- train loss: {result.first_loss} -> {result.last_loss}",
         f"- held-out loss: {result.first_eval_loss} -> {result.last_eval_loss}",
-        f"- throughput: {result.tokens_per_s:,.0f} non-padding tokens/s",
+        f"- throughput: {result.tokens_per_s:,.0f} non-padding tokens/s "
+        f"({result.processes} process{'es' if result.processes > 1 else ''}, "
+        f"distributed: {result.distributed})",
         f"- parameters: {result.parameters['trainable']:,} trainable of "
         f"{result.parameters['total']:,}",
         "",
