@@ -9,6 +9,7 @@ Target >= 0.95.
 
     .venv/bin/python bench/finetune_throughput.py              # CPU: SmolLM2-135M, LoRA, 4 x 64
     .venv/bin/python bench/finetune_throughput.py --gpu        # the paper-sizing shapes, bf16
+    .venv/bin/python bench/finetune_throughput.py --gpu --device cpu --shapes tiny  # check it
 
 --gpu runs random-init Llama-shaped models (no download): 1.1B (hidden 2048, 22 layers, GQA
 32/4) at 2048 x 8, and DeepSeek-Coder-6.7B-shaped (hidden 4096, 32 layers, intermediate 11008)
@@ -68,7 +69,23 @@ GPU_SHAPES = {
         grad_ckpt=True,
         reference=6_700,
     ),
+    # not a sizing shape: checks this script's GPU path on any device (`--device cpu`)
+    "tiny": dict(
+        config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1000,
+        ),
+        seq=64,
+        batch=2,
+        grad_ckpt=True,
+        reference=None,
+    ),
 }
+SIZING_SHAPES = ["llama-1.1b", "deepseek-coder-6.7b"]
 
 
 def sync() -> None:
@@ -296,9 +313,10 @@ def gpu_mode(args) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device")
-    print(f"device: {torch.cuda.get_device_name()}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device (or --device cpu --shapes tiny to check it)")
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else device}")
     base = load_params(PROJECT / "params" / "default.yaml").finetune
     for name in args.shapes:
         shape = GPU_SHAPES[name]
@@ -320,7 +338,7 @@ def gpu_mode(args) -> None:
             )
         )
         torch.manual_seed(0)
-        with torch.device("cuda"):
+        with device:
             model = LlamaForCausalLM._from_config(
                 config, dtype=torch.bfloat16, attn_implementation="sdpa"
             )
@@ -345,19 +363,26 @@ def gpu_mode(args) -> None:
         print_result(result, shape["reference"])
         tokens = 20_000 * 3 * args.avg_example_tokens
         hours = tokens / result["ours_tokens_per_s"] / 3600
+        # full fine-tuning adds the weight gradients: 8 vs 6 FLOPs per parameter and token with
+        # checkpointing (forward recomputed), 6 vs 4 without; an estimate, not a measurement
+        full = 8 / 6 if shape["grad_ckpt"] else 6 / 4
         print(
             f"  paper-scale run (20K examples x 3 epochs x {args.avg_example_tokens} tokens = "
-            f"{tokens / 1e6:.0f}M tokens): {hours:.2f} h on this GPU, ~{hours / 8:.2f} h on 8"
+            f"{tokens / 1e6:.0f}M tokens): LoRA {hours:.2f} h on this GPU (~{hours / 8:.2f} h on "
+            f"8); full fine-tuning, estimated x{full:.2f} compute: {hours * full:.2f} h "
+            f"(~{hours * full / 8:.2f} h on 8)"
         )
         del model
         gc.collect()
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="the paper-sizing shapes on a GPU")
-    parser.add_argument("--shapes", nargs="+", default=list(GPU_SHAPES), choices=list(GPU_SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=SIZING_SHAPES, choices=list(GPU_SHAPES))
+    parser.add_argument("--device", default="cuda", help="--gpu mode: the torch device")
     parser.add_argument("--batch", type=int, default=4, help="CPU mode: rows per step")
     parser.add_argument("--seq", type=int, default=64, help="CPU mode: tokens per row")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per round")
