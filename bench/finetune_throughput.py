@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -206,26 +207,30 @@ def compare(model, ft, rows, collator, steps, warmup, rounds, seed, bf16) -> dic
 # ---------------------------------------------------------------- packing on default-like data
 
 
-def default_like_records(data: str | None) -> tuple[str, list[D.Record]]:
-    candidates = [Path(data)] if data else []
-    candidates.append(PROJECT / "outputs" / "default" / "02_generate" / "codeocean.jsonl")
-    for path in candidates:
-        if path.exists():
-            return str(path), D.load_records(path)
+def instruction_sets(data: str | None) -> list[tuple[str, list[D.Record]]]:
+    """--data when given; else the default run's own stage 02 output (when there) and MBPP as a
+    larger stand-in (when ../shared/data has it)."""
+    if data:
+        return [(data, D.load_records(data))]
+    sets = []
+    default = PROJECT / "outputs" / "default" / "02_generate" / "codeocean.jsonl"
+    if default.exists():
+        sets.append((f"{default.relative_to(PROJECT)} (the default run)", D.load_records(default)))
     mbpp = PROJECT.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
-    if not mbpp.exists():
+    if mbpp.exists():
+        records = []
+        for line in mbpp.read_text().splitlines():
+            row = json.loads(line)
+            code = row["code"].replace("\r\n", "\n")
+            records.append(D.Record(row["text"], "", code, id=str(row["task_id"]), task="mbpp"))
+        sets.append(("MBPP (a larger stand-in for CodeOcean)", records))
+    if not sets:
         raise SystemExit("no data: give --data FILE (stage 02's codeocean.jsonl)")
-    records = []
-    for line in mbpp.read_text().splitlines():
-        row = json.loads(line)
-        code = row["code"].replace("\r\n", "\n")
-        records.append(D.Record(row["text"], "", code, id=str(row["task_id"]), task="mbpp"))
-    return f"{mbpp} (MBPP as a stand-in for CodeOcean)", records
+    return sets
 
 
-def packing_report(params, tokenizer, data: str | None) -> dict[str, float]:
+def packing_report(params, tokenizer, source: str, records: list[D.Record]) -> dict[str, float]:
     ft = params.finetune
-    source, records = default_like_records(data)
     examples, stats = D.tokenize_records(
         records, tokenizer, ft.max_seq_length, ft.prompt, ft.overlong, progress=False
     )
@@ -248,6 +253,7 @@ def packing_report(params, tokenizer, data: str | None) -> dict[str, float]:
         "max_seq_length": ft.max_seq_length,
         "batch_size": ft.batch_size,
         "rows_packed": len(packed),
+        "rows_fewest_possible": math.ceil(sum(len(e) for e in examples) / ft.max_seq_length),
         "non_padding_packed": real / total,
         "non_padding_unpacked": C.non_padding_fraction(
             [len(r) for r in single], ft.batch_size, params.seed
@@ -269,16 +275,14 @@ def cpu_mode(args) -> None:
         torch.set_num_threads(args.threads)
     model_path = models.resolve_base_model(ft.base_model, params.resolve_path(ft.model_cache))
     tokenizer = T.load_tokenizer(model_path)
-    print(
-        f"packing on default-like data (max_seq_length {ft.max_seq_length}, batch {ft.batch_size}):"
-    )
-    report = packing_report(params, tokenizer, args.data)
-    for key, value in report.items():
-        print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
-    target = "ok" if report["non_padding_packed"] >= 0.95 else "BELOW TARGET"
-    print(
-        f"  non-padding fraction with packing {report['non_padding_packed']:.3f} ({target} >= 0.95)"
-    )
+    for source, records in instruction_sets(args.data):
+        print(f"packing, {source} (max_seq_length {ft.max_seq_length}, batch {ft.batch_size}):")
+        report = packing_report(params, tokenizer, source, records)
+        for key, value in list(report.items())[1:]:
+            print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+        fraction = report["non_padding_packed"]
+        target = "ok" if fraction >= 0.95 else "BELOW TARGET"
+        print(f"  non-padding fraction with packing {fraction:.3f} ({target} >= 0.95)\n")
 
     torch.manual_seed(params.seed)
     model = T.load_model(model_path, ft)
