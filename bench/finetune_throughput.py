@@ -320,6 +320,11 @@ def gpu_mode(args) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device (or --device cpu --shapes tiny to check it)")
+    if device.type == "cpu" and torch.cuda.is_available() or device.index not in (None, 0):
+        # the Trainer picks its own device (cuda:0 where there is one): both loops must share it
+        raise SystemExit(
+            f"--device {args.device}: use cuda (or cuda:0), or cpu on a machine without"
+        )
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else device}")
     base = load_params(PROJECT / "params" / "default.yaml").finetune
     for name in args.shapes:

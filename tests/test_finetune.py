@@ -446,6 +446,9 @@ def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, 
     base = tmp_path / "bf16-base"  # like deepseek-coder-6.7b-base, whose weights are bf16
     AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(base)
+    config = json.loads((base / "config.json").read_text())  # as hub configs written by
+    config["torch_dtype"] = config.pop("dtype")  # transformers < 4.56 name it
+    (base / "config.json").write_text(json.dumps(config))
     data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(40))
     params = load_params(
         PROJECT / "params" / "paper.yaml",
@@ -570,4 +573,7 @@ def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
     # the same untouched model (LoRA B starts at zero) on the same held-out rows
     assert two["first_eval_loss"] == pytest.approx(one["first_eval_loss"], rel=1e-5)
     log = T.read_log(tmp_path / "two" / T.TRAIN_LOG)
-    assert len([e for e in log if e["kind"] == "eval" and e["step"] == 0]) == 1  # rank 0 writes
+    starts = [e for e in log if e["kind"] == "eval" and e["step"] == 0]
+    assert len(starts) == 1  # rank 0 writes
+    one_log = T.read_log(tmp_path / "one" / T.TRAIN_LOG)
+    assert starts[0]["eval_tokens"] == one_log[0]["eval_tokens"] > 0  # each row counted once

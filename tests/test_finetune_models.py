@@ -57,3 +57,11 @@ def test_gguf_conversion_is_cached_and_loads():
     assert "quantization_config" not in config
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
+
+
+@pytest.mark.parametrize("key", ["dtype", "torch_dtype"])
+def test_describe_reads_the_dtype_under_either_name(tmp_path, key):
+    """transformers >= 4.56 writes `dtype`; hub models saved earlier (deepseek-coder-6.7b-base
+    among them) have `torch_dtype`."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", key: "bfloat16"}))
+    assert models.describe(tmp_path) == {"model_type": "llama", "dtype": "bfloat16"}

@@ -186,4 +186,9 @@ def describe(folder: str | Path) -> dict[str, Any]:
         "max_position_embeddings",
         "dtype",
     ]
-    return {k: config[k] for k in keys if k in config}
+    facts = {k: config[k] for k in keys if k in config}
+    if "dtype" not in facts and config.get("torch_dtype"):
+        facts["dtype"] = config[
+            "torch_dtype"
+        ]  # written so by transformers < 4.56 (most hub models)
+    return facts

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ CHECKPOINT_DIR = "checkpoints"
 TRAIN_LOG = "train_log.jsonl"
 MODEL_INFO = "model_info.json"
 FINGERPRINT = "fingerprint.json"
+# how long the other processes wait at a barrier: rank 0 may be downloading a 13.5 GB model
+# (or converting a GGUF) inside `main_process_first` meanwhile
+DDP_TIMEOUT_S = 3 * 3600
 # finetune fields that do not change what is trained (a checkpoint stays valid across them)
 BOOKKEEPING = {
     "logging_steps",
@@ -334,6 +338,11 @@ class CountingTrainer(Trainer):
         12.11 where the model's loss on those rows was 10.785 (DDP and FSDP alike).
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, dict) or (
+            self.is_fsdp_enabled and not getattr(self.accelerator, "_models", True)
+        ):
+            # several named sets, or an FSDP model not yet prepared: not what the stage does
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         started = time.perf_counter()
         totals = held_out_nll(
             self.model_wrapped,
@@ -392,9 +401,11 @@ def held_out_nll(
         labels = batch.pop("labels").to(device)
         with context():
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        targets = labels[:, 1:]
+        # token t predicts label t+1 (the model's own loss shifts the same way); shifting the
+        # labels rather than slicing the logits saves a copy of the logits
+        targets = torch.nn.functional.pad(labels, (0, 1), value=D.IGNORE_INDEX)[:, 1:]
         totals[0] += torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
+            logits.flatten(0, 1).float(),
             targets.flatten(),
             ignore_index=D.IGNORE_INDEX,
             reduction="sum",
@@ -571,6 +582,7 @@ def training_arguments(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        ddp_timeout=DDP_TIMEOUT_S,
         include_num_input_tokens_seen="no",  # CountingTrainer counts non-padding tokens itself
     )
 
@@ -617,7 +629,11 @@ def main_process_first():
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
-        return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+        # the process group starts here, before TrainingArguments: give it the same timeout
+        state = PartialState(
+            cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=DDP_TIMEOUT_S)
+        )
+        return state.main_process_first()
     return contextlib.nullcontext()
 
 
@@ -834,10 +850,12 @@ def recast_saved_model(folder: Path, dtype: torch.dtype) -> None:
     staging = folder.with_name(folder.name + ".recast")
     shutil.rmtree(staging, ignore_errors=True)
     AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).save_pretrained(staging)
-    for old in list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json")):
+    old_weights = set(folder.glob("*.safetensors")) | set(folder.glob("*.safetensors.index.json"))
+    for new in staging.iterdir():  # new files in first: a crash never leaves model/ empty
+        os.replace(new, folder / new.name)  # weights, index, config.json with the dtype
+        old_weights.discard(folder / new.name)
+    for old in old_weights:  # shards of the old layout the new one does not have
         old.unlink()
-    for new in staging.iterdir():
-        shutil.move(str(new), folder / new.name)  # weights, index, config.json with the dtype
     staging.rmdir()
 
 
