@@ -74,11 +74,20 @@ def test_mbpp500_all_references_pass(box):
     assert not failed
 
 
+# Reference solutions whose verdict is not a function of the code: excluded from the checks.
+ORDER_DEPENDENT_REFERENCES = {
+    # check_dict_case ranges over a map and stops after the second key, so the verdict follows
+    # Go's randomised map iteration order (1 failure in 10 runs; no other Go reference varied)
+    "Go/95",
+}
+
+
 def _check_pack(box, lang, limit):
     b = get_benchmark(f"humanevalpack-fix-{lang}", data_dir=data_dir(), limit=limit)
     ok, reason = box.language_status(lang)
     if not ok:
         pytest.skip(f"{lang}: {reason}")
+    b.problems = [p for p in b.problems if p.task_id not in ORDER_DEPENDENT_REFERENCES]
     good = execute_samples(b, _refs(b), sandbox=box, progress=False)
     bad = execute_samples(b, _refs(b, "buggy"), sandbox=box, progress=False)
     runnable = [
