@@ -207,3 +207,37 @@ def test_samples_made_with_other_settings_are_not_reused(tmp_path):
     gen = CountingGenerator()
     generate_samples(gen, requests, path, max_new_tokens=192, progress=False)
     assert gen.prompts == []
+
+
+def test_weights_signature_follows_the_weights_not_the_path(tmp_path, monkeypatch):
+    import os
+
+    from wavecoder import stage_evaluate
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"A" * 1000)
+    (adapter / "README.md").write_text("card")
+    first = stage_evaluate.weights_signature(str(adapter))
+    (adapter / "README.md").write_text("another card")  # not weights: same signature
+    assert stage_evaluate.weights_signature(str(adapter)) == first
+    (adapter / "adapter_model.safetensors").write_bytes(b"B" * 1000)  # retrained, same size
+    assert stage_evaluate.weights_signature(str(adapter)) != first
+
+    # large files are known by size and mtime instead of a hash
+    monkeypatch.setattr(stage_evaluate, "HASHED_BELOW_BYTES", 10)
+    big = stage_evaluate.weights_signature(str(adapter))
+    assert big == [
+        [
+            "adapter_model.safetensors",
+            1000,
+            os.stat(adapter / "adapter_model.safetensors").st_mtime_ns,
+        ]
+    ]
+    os.utime(adapter / "adapter_model.safetensors", ns=(1, 1))
+    assert stage_evaluate.weights_signature(str(adapter)) != big
+
+    assert stage_evaluate.weights_signature("deepseek-ai/deepseek-coder-6.7b-base") == (
+        "deepseek-ai/deepseek-coder-6.7b-base"
+    )
+    assert stage_evaluate.weights_signature(None) is None

@@ -3,6 +3,7 @@ benchmarks, generation (resumable), sandboxed execution, scores and plots."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,33 @@ def split_by_toolchain(
     return runnable, skipped
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+HASHED_BELOW_BYTES = 256 * 2**20
+
+
+def weights_signature(path: str | None) -> Any:
+    """What identifies the weights at `path`, for telling whether stored samples came from
+    them: the sha256 of each weight file under 256 MiB (an adapter), name, size and mtime of
+    larger ones (a retrained 13 GB model gets a new mtime; hashing it would cost minutes); a
+    hub id as itself. A model retrained into the same folder then never reuses old samples."""
+    if path is None:
+        return None
+    folder = Path(path)
+    if not folder.exists():
+        return str(path)
+    files = [folder] if folder.is_file() else sorted(folder.iterdir())
+    signature = []
+    for file in files:
+        if not file.is_file() or not file.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        stat = file.stat()
+        if stat.st_size < HASHED_BELOW_BYTES:
+            signature.append([file.name, hashlib.sha256(file.read_bytes()).hexdigest()])
+        else:
+            signature.append([file.name, stat.st_size, stat.st_mtime_ns])
+    return signature
+
+
 def generate_for_model(
     model: EvalModel,
     benchmarks: dict[str, Benchmark],
@@ -225,6 +253,10 @@ def generate_for_model(
             settings={
                 "model": model.model_path,
                 "adapter": model.adapter_path,
+                "weights": [
+                    weights_signature(model.model_path),
+                    weights_signature(model.adapter_path),
+                ],
                 "backend": cfg.backend,
                 "endpoint": cfg.endpoints[model.tag].model_dump(mode="json")
                 if cfg.backend == "openai"
