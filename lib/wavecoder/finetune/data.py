@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..hashing import sha256_file
+
 IGNORE_INDEX = -100
 
 ALPACA_PROMPT = (
@@ -169,12 +171,7 @@ def split_validation(
     return train, val
 
 
-def data_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+data_sha256 = sha256_file  # the training file's hash, as model cards name it
 
 
 def records_sha256(records: list[Record]) -> str:

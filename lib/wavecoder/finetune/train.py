@@ -39,6 +39,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import models
 from ..config import FinetuneParams, StudyParams, load_params
+from ..hashing import sha256_json
 from . import collate as C
 from . import data as D
 
@@ -588,8 +589,6 @@ def training_arguments(
 
 
 def run_fingerprint(params: StudyParams, prepared: PreparedData, model_path: Path) -> str:
-    from ..runner import sha256_json
-
     ft = {k: v for k, v in params.finetune.model_dump(mode="json").items() if k not in BOOKKEEPING}
     return sha256_json(
         {
