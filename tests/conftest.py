@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT.parent / "shared" / "data"
+SHARED = PROJECT.parent / "shared"
+SHARED_DATA = SHARED / "data"
 
 
 def shared_file(*parts: str) -> Path:

@@ -10,6 +10,7 @@ from wavecoder.evaluation import execute_samples, get_benchmark, pass_at_k, scor
 from wavecoder.evaluation.sandbox import Sandbox
 
 from .conftest import shared_file
+from .test_sandbox_langs import BUGGY_PASSES, HARNESS_BROKEN, RANDOM
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,9 @@ def test_mbpp_references_subset_pass(box):
     picked = [b.problem(f"MBPP/{i}") for i in (11, 12, 123, 126, 342, 367, 500)]
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in picked]
     results = execute_samples(b, samples, sandbox=box, progress=False)
-    assert all(r["passed"] for r in results), [r for r in results if not r["passed"]]
+    failed = [r["task_id"] for r in results if not r["passed"]]
+    # WaveCoder's program drops test_setup_code, which MBPP/367's tests need (as upstream)
+    assert failed == ["MBPP/367"], [r for r in results if not r["passed"]]
 
 
 @pytest.mark.slow
@@ -71,33 +74,28 @@ def test_mbpp500_all_references_pass(box):
     b = get_benchmark("mbpp", data_dir=data_dir())
     results = execute_samples(b, _refs(b), sandbox=box, progress=False)
     failed = [r["task_id"] for r in results if not r["passed"]]
-    assert not failed
-
-
-# Reference solutions whose verdict is not a function of the code: excluded from the checks.
-ORDER_DEPENDENT_REFERENCES = {
-    # check_dict_case ranges over a map and stops after the second key, so the verdict follows
-    # Go's randomised map iteration order (1 failure in 10 runs; no other Go reference varied)
-    "Go/95",
-}
+    assert failed == ["MBPP/367"]  # needs its test_setup_code, which WaveCoder drops
 
 
 def _check_pack(box, lang, limit):
+    """Canonical Fix solutions pass and buggy ones fail through the benchmark (the path of
+    `wavecoder exec`), but where the reference itself does otherwise (tests/test_sandbox_langs.py
+    lists each with its reason)."""
     b = get_benchmark(f"humanevalpack-fix-{lang}", data_dir=data_dir(), limit=limit)
     ok, reason = box.language_status(lang)
     if not ok:
         pytest.skip(f"{lang}: {reason}")
-    b.problems = [p for p in b.problems if p.task_id not in ORDER_DEPENDENT_REFERENCES]
+    b.problems = [p for p in b.problems if p.task_id not in RANDOM]
     good = execute_samples(b, _refs(b), sandbox=box, progress=False)
     bad = execute_samples(b, _refs(b, "buggy"), sandbox=box, progress=False)
-    runnable = [
-        r
-        for r in good
-        if r["verdict"] != "sandbox_error"  # e.g. crates, npm packages, boost not installed
-    ]
-    assert len(runnable) >= 0.9 * len(good)
-    assert all(r["passed"] for r in runnable), [r for r in runnable if not r["passed"]][:2]
-    assert not any(r["passed"] for r in bad)
+    ids = {p.task_id for p in b.problems}
+    failed = {r["task_id"]: r for r in good if not r["passed"]}
+    assert set(failed) == set(HARNESS_BROKEN) & ids, list(failed.values())[:2]
+    assert {r["task_id"] for r in bad if r["passed"]} == BUGGY_PASSES & ids
+    print(
+        f"\n{lang}: canonical {len(good) - len(failed)}/{len(good)} pass, buggy pass "
+        f"{sum(r['passed'] for r in bad)}/{len(bad)}"
+    )
 
 
 @pytest.mark.parametrize("lang", ["python", "js", "cpp", "go", "java", "rust"])

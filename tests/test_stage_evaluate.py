@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from wavecoder import report
 from wavecoder.config import load_params
-from wavecoder.evaluation.generate import GenerationRequest, cut_at_stop, generate_samples
+from wavecoder.evaluation.generate import GenerationRequest, generate_samples
 from wavecoder.stage_evaluate import (
     benchmark_names,
     execute_and_score,
@@ -70,20 +70,37 @@ def test_requests_and_explain_second_pass():
     params = smoke()
     loaded, _ = load_benchmarks(params)
     explain = loaded["humanevalpack-explain-python"]
-    first = first_pass_requests(explain, "alpaca")
+    first = first_pass_requests(explain, "wizardcoder")
     assert [r.key for r in first] == [
         f"humanevalpack-explain-python|{p.task_id}|1" for p in explain.problems
     ]
-    assert "### Instruction:" in first[0].prompt
-    second = explain_second_pass_requests(
-        explain, {p.task_id: "It sums." for p in explain.problems}
-    )
+    assert "### Instruction:" in first[0].prompt and first[0].finished is None
+    assert first[0].meta["prompt_style"] == "wizardcoder"
+    p0 = explain.problems[0]
+    code_line = next(x.strip() for x in p0.doc["canonical_solution"].split("\n") if len(x) > 24)
+    described = {p.task_id: f"\nIt sums. {code_line}" for p in explain.problems}
+    second = explain_second_pass_requests(explain, described, "wizardcoder")
     assert "It sums." in second[0].prompt and second[0].key.endswith("|2")
-    # the canonical solution must not leak into the code-writing pass
-    assert explain.problems[0].reference.strip() not in second[0].prompt
+    # cut as the reference cuts it: the copied line is gone (a trailing space stays, as upstream)
+    assert code_line not in second[0].prompt and second[0].meta["description"] == "It sums. "
+    assert second[0].finished is not None and second[0].finished("    return 1\nprint(2)")
     completion = first_pass_requests(loaded["humaneval"], "completion")[0]
-    assert completion.prompt == loaded["humaneval"].problems[0].prompt
-    assert completion.stop == tuple(loaded["humaneval"].problems[0].stop)
+    problem = loaded["humaneval"].problems[0]
+    assert completion.prompt == problem.doc["prompt"].strip()
+    assert completion.stop == tuple(loaded["humaneval"].stop_words("completion"))
+
+
+def test_tuned_model_style_must_match_its_training_format(tmp_path):
+    folder = tmp_path / "03_finetune"
+    (folder / "adapter").mkdir(parents=True)
+    info = {"base_model_path": "/m", "adapter_path": str(folder / "adapter"), "prompt": "alpaca"}
+    (folder / "model_info.json").write_text(json.dumps(info))
+    assert models_to_evaluate(smoke(), tmp_path)[1].prompt_style == "wizardcoder"
+    params = smoke(**{"evaluate.prompt_style": {"base": "completion", "tuned": "instruct"}})
+    with pytest.raises(ValueError, match="'instruct'.*trained it with the 'alpaca'"):
+        models_to_evaluate(params, tmp_path)
+    with pytest.raises(ValueError, match="no entry for the 'tuned' model"):
+        models_to_evaluate(smoke(**{"evaluate.prompt_style": {"base": "completion"}}), tmp_path)
 
 
 class CountingGenerator:
@@ -97,14 +114,15 @@ class CountingGenerator:
         return [f"answer to {p}" + (stop[0] if stop else "") + "tail" for p in prompts]
 
 
-def test_generation_resumes_and_cuts_at_stop(tmp_path):
+def test_generation_resumes_and_keeps_the_raw_text(tmp_path):
     requests = [
         GenerationRequest(f"k{i}", f"p{i}", ("STOP",), {"task_id": f"t{i}"}) for i in range(5)
     ]
     path = tmp_path / "s.jsonl"
     gen = CountingGenerator()
     first = generate_samples(gen, requests[:3], path, batch_size=2, progress=False)
-    assert [s["completion"] for s in first] == ["answer to p0", "answer to p1", "answer to p2"]
+    # raw text: the benchmark's reference post-processing cuts it, not the generator
+    assert [s["completion"] for s in first] == [f"answer to p{i}STOPtail" for i in range(3)]
     with open(path, "a") as handle:
         handle.write('{"key": "torn')  # a crash mid-write
     gen2 = CountingGenerator()
@@ -112,7 +130,6 @@ def test_generation_resumes_and_cuts_at_stop(tmp_path):
     assert sorted(gen2.prompts) == ["p3", "p4"]
     assert [s["key"] for s in again] == [f"k{i}" for i in range(5)]
     assert again[4]["task_id"] == "t4"
-    assert cut_at_stop("abc\n### x", ["\n### ", "zz"]) == "abc"
 
 
 def test_execute_score_and_report(tmp_path):
@@ -129,35 +146,31 @@ def test_execute_score_and_report(tmp_path):
     assert scores["base"]["humaneval"]["pass@1"] == 0.0
     assert len((tmp_path / "g.jsonl").read_text().splitlines()) == 2
     rows = score_rows(scores, loaded)
-    table = report.scores_rows({"rows": rows})
-    assert table == [
-        {
-            "benchmark": "humaneval",
-            "problems": 2,
-            "base": 0.0,
-            "tuned": 100.0,
-            "delta": 100.0,
-            "paper_base": 49.4,
-            "paper_tuned": 64.0,
-        }
-    ]
+    table = report.scores_rows({"rows": rows}, base_model="deepseek-ai/deepseek-coder-6.7b-base")
+    (row,) = [r for r in table if r["benchmark"] == "humaneval"]
+    assert (row["base"], row["tuned"], row["delta"]) == (0.0, 100.0, 100.0)
+    assert (row["paper_base"], row["paper_tuned"]) == (49.4, 64.0)
+    # another base model is never compared with DeepSeek's numbers
+    other = report.scores_rows({"rows": rows}, base_model="/models/tiny")
+    assert all(r["paper_tuned"] is None for r in other)
     run = tmp_path / "run"
     (run / "04_evaluate").mkdir(parents=True)
+    settings = {"base_model": "deepseek-ai/deepseek-coder-6.7b-base", "model": "tiny"}
     (run / "04_evaluate" / "metrics.json").write_text(
-        json.dumps({"headline": "h", "scores": {"rows": rows}, "settings": {"model": "tiny"}})
+        json.dumps({"headline": "h", "scores": {"rows": rows}, "settings": settings})
     )
     from wavecoder import plots
 
     plots.pass_at_1_bars(rows, run / "04_evaluate" / "pass_at_1.png")
     page = report.build_report(run, run / "report.html")
     text = Path(page).read_text()
-    assert "<table>" in text and "64.0" in text and "data:image/png;base64," in text
-    assert "DeepSeek-Coder-6.7B-base" in text and "tiny" in text
+    assert "<table" in text and "64.0" in text and "data:image/png;base64," in text
+    assert "tiny" in text
 
 
 def test_openai_backend_generates_through_the_llm_layer_and_resumes(tmp_path):
-    """An OpenAI-compatible endpoint (here the fake server, answering each HumanEval
-    instruction with its canonical solution in a fence); a rerun asks nothing again."""
+    """An OpenAI-compatible endpoint (here the fake server, continuing each HumanEval prompt
+    with its canonical solution); a rerun asks nothing again."""
     from wavecoder.stage_evaluate import generate_for_model
 
     from .fake_openai_server import FakeOpenAI
@@ -165,18 +178,17 @@ def test_openai_backend_generates_through_the_llm_layer_and_resumes(tmp_path):
     params = smoke(**{"evaluate.benchmarks": ["humaneval"]})
     loaded, _ = load_benchmarks(params)
     bench = loaded["humaneval"]
-    by_instruction = {p.instruction.strip(): p for p in bench.problems}
+    by_prompt = {bench.prompt(p, "chat"): p for p in bench.problems}
 
     def answer(body):
-        problem = by_instruction[body["messages"][-1]["content"].strip()]
-        return f"Sure:\n```python\n{problem.prompt}{problem.reference}```\n"
+        return by_prompt[body["messages"][-1]["content"]].reference
 
     with FakeOpenAI(answer=answer) as server:
         params = smoke(
             **{
                 "evaluate.benchmarks": ["humaneval"],
                 "evaluate.backend": "openai",
-                "evaluate.prompt_format": "chat",
+                "evaluate.prompt_style": {"tuned": "chat"},
                 "evaluate.endpoints": {
                     "tuned": {"backend": "openai", "base_url": server.base_url, "model": "m"}
                 },

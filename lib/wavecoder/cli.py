@@ -1,4 +1,4 @@
-"""`wavecoder` command line: run the study, show resolved params."""
+"""`wavecoder` command line: run the study, show resolved params, execute and render."""
 
 from __future__ import annotations
 
@@ -40,6 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--data-dir", help="folder with mbpp/ and humanevalpack/ (else the HF hub)")
     ex.add_argument("--workers", type=int, help="parallel programs (default: CPU count)")
     ex.add_argument("--timeout", type=float, help="wall-clock seconds per program")
+
+    rd = sub.add_parser(
+        "render", help="the prompts a benchmark shows, or what the reference makes of completions"
+    )
+    rd.add_argument("--benchmark", required=True, help="a name from list_benchmarks()")
+    rd.add_argument(
+        "--style",
+        required=True,
+        help="wizardcoder | instruct | completion | chat (HumanEval, HumanEvalPack); "
+        "wavecoder | completion (MBPP)",
+    )
+    rd.add_argument("--pass", dest="pass_name", choices=["describe", "synthesize"])
+    rd.add_argument("--data-dir", help="folder with mbpp/ and humanevalpack/ (else the HF hub)")
+    rd.add_argument("--completions", help="JSONL rows {task_id, completion[, description]}")
+    rd.add_argument("--eos-token", help="MBPP: the tokenizer's eos text WaveCoder removes")
+    rd.add_argument("--out", required=True, help="JSONL to write")
     return parser
 
 
@@ -57,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 timeout=args.timeout,
             )
+            return 0
+        if args.command == "render":
+            from .evaluation.render import render_command
+
+            n = render_command(
+                args.benchmark,
+                args.style,
+                args.out,
+                pass_name=args.pass_name,
+                data_dir=args.data_dir,
+                completions=args.completions,
+                eos_token=args.eos_token,
+            )
+            print(f"{n} rows -> {args.out}")
             return 0
         if args.command == "params":
             params = load_params(args.params, args.overrides)

@@ -333,10 +333,10 @@ class EvaluateParams(_Section):
         "null = the HF hub (mbpp, bigcode/humanevalpack)",
     )
     max_new_tokens: int = Field(default=384, ge=1)
-    mbpp_prompt_style: Literal["wavecoder", "bigcode"] = Field(
-        default="wavecoder",
-        description="wavecoder: Alpaca instruction with the text and its three asserts; "
-        "bigcode: docstring with the text and one test",
+    mbpp_postprocess: Literal["reference", "lenient"] = Field(
+        default="reference",
+        description="reference: WaveCoder's MBPP(500) scripts (the response runs verbatim); "
+        "lenient: ours, the first fenced block or the code before trailing prose",
     )
     workers: int | None = Field(default=None, ge=1, description="sandbox workers; null = CPUs")
     timeout_s: float = Field(
@@ -346,11 +346,13 @@ class EvaluateParams(_Section):
         default_factory=lambda: ["base", "tuned"],
         description="the base model and/or the stage-03 fine-tuned one",
     )
-    prompt_format: Literal["alpaca", "chat", "completion"] = Field(
-        default="alpaca",
-        description="alpaca: WaveCoder's instruction prompt; chat: the instruction as a user "
-        "message (the model's chat template; the openai backend always chats); completion: "
-        "continue the prompt code",
+    prompt_style: dict[str, Literal["wizardcoder", "instruct", "completion", "chat"]] = Field(
+        default_factory=lambda: {"base": "completion", "tuned": "wizardcoder"},
+        description="per model: wizardcoder = the Alpaca template WaveCoder trains on (bigcode "
+        "--prompt wizardcoder; MBPP as WaveCoder's scripts); instruct = bigcode's instruct; "
+        "completion = how base-model numbers are reported (bigcode continue / instruct for "
+        "Fix and Explain, MBPP docstring prompt); chat = the instruct prompt in the chat template "
+        "(not reference-exact). The tuned model's style must match its training prompt format",
     )
     humanevalpack_tasks: list[Literal["synthesize", "fix", "explain"]] = Field(
         default_factory=lambda: ["synthesize", "fix", "explain"]

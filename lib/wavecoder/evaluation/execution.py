@@ -56,7 +56,8 @@ def execute_samples(
     progress: bool = True,
     sandbox: Sandbox | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each sample (`task_id`, `completion`, optional `language`) against its tests.
+    """Run each sample (`task_id`, `completion`, optional `language` and `prompt_style`: MBPP's
+    post-processing depends on the prompt) against its tests.
 
     Returns one result per sample, in input order: task_id, completion_id (the sample's own,
     else its index within the task), verdict, passed, seconds, detail and the output tail.
@@ -74,7 +75,7 @@ def execute_samples(
                 f"benchmark {benchmark.name} ({benchmark.language})"
             )
         problem = benchmark.problem(s["task_id"])
-        plan = benchmark.plan(problem, s["completion"])
+        plan = benchmark.plan(problem, s["completion"], s.get("prompt_style"))
         if timeout is not None and plan.run is not None:
             old = plan.run.limits
             plan.run.limits = Limits(

@@ -1,6 +1,10 @@
 """Benchmark generation: HF transformers (batched, left padding, greedy, stop sequences) for a
 base model with or without a LoRA adapter. Samples are appended to a JSONL file as they are
-produced; a rerun generates only the keys the file lacks."""
+produced; a rerun generates only the keys the file lacks.
+
+A sample stores the model's raw text after the prompt: generation stops at a stop word or when
+the benchmark says the code is finished (bigcode's `EndOfFunctionCriteria` with `check_fn`),
+and the benchmark's reference post-processing does the cutting, as the harness does."""
 
 from __future__ import annotations
 
@@ -8,17 +12,12 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-
-ALPACA_TEMPLATE = (
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
 
 
 @dataclass
@@ -27,21 +26,7 @@ class GenerationRequest:
     prompt: str
     stop: tuple[str, ...] = ()
     meta: dict[str, Any] | None = None
-
-
-def alpaca_prompt(instruction: str) -> str:
-    return ALPACA_TEMPLATE.format(instruction=instruction.strip())
-
-
-def cut_at_stop(text: str, stop: Iterable[str]) -> str:
-    """Text up to the earliest stop sequence."""
-    end = len(text)
-    for s in stop:
-        if s:
-            pos = text.find(s)
-            if pos != -1:
-                end = min(end, pos)
-    return text[:end]
+    finished: Callable[[str], bool] | None = None  # the generated text is a whole answer
 
 
 def settings_tag(settings: dict[str, Any] | None) -> str:
@@ -74,23 +59,32 @@ def _append(handle, row: dict[str, Any]) -> None:
 
 
 class _StopOnText:
-    """Per-sequence stop when the decoded tail of the new tokens contains a stop sequence.
+    """Per-sequence stop when the decoded tail of the new tokens contains a stop sequence
+    (only the last few tokens are decoded each step: cheap), or, with `finished`, when the
+    whole generated text is a finished answer."""
 
-    Only the last few tokens are decoded each step (cheap), unlike decoding whole outputs."""
-
-    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int, tail: int = 12) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        stop: tuple[str, ...],
+        prompt_len: int,
+        finished: Callable[[str], bool] | None = None,
+        tail: int = 12,
+    ) -> None:
         self.tokenizer, self.stop, self.prompt_len, self.tail = tokenizer, stop, prompt_len, tail
+        self.finished = finished
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         new = input_ids[:, self.prompt_len :]
-        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
-        return torch.tensor(
-            [any(s in t for s in self.stop) for t in tails],
-            dtype=torch.bool,
-            device=input_ids.device,
-        )
+        if self.finished is not None:
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            done = [self.finished(t) for t in texts]
+        else:
+            tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
+            done = [any(s in t for s in self.stop) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class HFGenerator:
@@ -127,7 +121,13 @@ class HFGenerator:
             model = PeftModel.from_pretrained(model, str(adapter_path))
         self.model = model.to(device).eval()
 
-    def complete(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
+    def complete(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        finished: Callable[[str], bool] | None = None,
+    ) -> list[str]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -142,8 +142,10 @@ class HFGenerator:
             prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat
         ).to(self.device)
         criteria = StoppingCriteriaList()
-        if stop:
-            criteria.append(_StopOnText(self.tokenizer, stop, batch["input_ids"].shape[1]))
+        if stop or finished:
+            criteria.append(
+                _StopOnText(self.tokenizer, stop, batch["input_ids"].shape[1], finished)
+            )
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
@@ -153,8 +155,7 @@ class HFGenerator:
                 stopping_criteria=criteria,
             )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop(t, stop) for t in texts]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
 class OpenAIGenerator:
@@ -175,7 +176,13 @@ class OpenAIGenerator:
         self.cache_path = Path(cache_path)
         check_endpoints(self.params)  # a missing key is an error before any work
 
-    def complete(self, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
+    def complete(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        finished: Callable[[str], bool] | None = None,
+    ) -> list[str]:
         from ..llm import LLMSession, chat_many, run_sync
 
         async def ask():
@@ -187,7 +194,7 @@ class OpenAIGenerator:
         failed = [r for r in results if not r.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} request(s) failed; first: {failed[0].error}")
-        return [cut_at_stop(r.text or "", stop) for r in results]
+        return [r.text or "" for r in results]
 
 
 def generate_samples(
@@ -221,24 +228,30 @@ def generate_samples(
     with open(samples_path, "a", encoding="utf-8") as handle:
         start = 0
         while start < len(todo):
-            # A batch shares stop sequences: group consecutive requests with the same ones.
-            stop = todo[start].stop
+            # A batch shares its stop rule: group consecutive requests with the same one.
+            stop, finished = todo[start].stop, todo[start].finished
             batch = [todo[start]]
             while (
                 len(batch) < batch_size
                 and start + len(batch) < len(todo)
-                and todo[start + len(batch)].stop == stop
+                and (todo[start + len(batch)].stop, todo[start + len(batch)].finished)
+                == (stop, finished)
             ):
                 batch.append(todo[start + len(batch)])
             tick = time.perf_counter()
-            texts = generator.complete([r.prompt for r in batch], max_new_tokens, stop)
+            if finished is None:
+                texts = generator.complete([r.prompt for r in batch], max_new_tokens, stop)
+            else:
+                texts = generator.complete(
+                    [r.prompt for r in batch], max_new_tokens, stop, finished
+                )
             seconds = (time.perf_counter() - tick) / len(batch)
             for request, text in zip(batch, texts):
                 row = {
                     "key": request.key,
                     "settings": tag,
                     "model": model_tag,
-                    "completion": cut_at_stop(text, request.stop),
+                    "completion": text,
                     "seconds": round(seconds, 3),
                     **(request.meta or {}),
                 }

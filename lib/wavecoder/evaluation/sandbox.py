@@ -22,6 +22,10 @@ a Docker image. So this module is our own, kept small:
   program runs the per-program way (also used when not root, or with `zygote=False`);
 * not as root: limits, process group and the Python harness's guards only (reported by
   `Sandbox.isolation`);
+* the language plans (`js_plan` ... `rust_plan`) take the exact program the reference metric
+  (code_eval_octopack, behind bigcode-evaluation-harness) executes and run it as it does: its
+  compiler and flags, its pass rule (JS: no output at all; the others: exit status 0; Go: the
+  vet checks of `go test` too), npm packages and crates it needs (`scripts/toolchains.sh`);
 * a pass needs a random per-run token that the program's harness writes to fd 4 only after
   the tests ran to the end (the token comes in on fd 3, which the harness reads and closes
   before any solution code runs). For Python the token is out of the solution's reach (see
@@ -35,6 +39,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import json
 import marshal
 import os
 import re
@@ -92,13 +97,21 @@ class Step:
 
 @dataclass
 class Plan:
-    """Files to write into a fresh work dir, compile steps, and the run step."""
+    """Files to write into a fresh work dir, compile steps, and the run step.
+
+    `{name}` in a step's argv, in `env` values and in the files named in `templated` is replaced
+    by the toolchain's path of that name (`Toolchain.paths`, plus `gopkg` for Go).
+    """
 
     language: str
     files: dict[str, str | bytes]
     run: Step | None
     compile: list[Step] = field(default_factory=list)
     unavailable: str | None = None  # a reason: the program cannot run here (sandbox_error)
+    env: dict[str, str] = field(default_factory=dict)  # added to every step's environment
+    needs: tuple[str, ...] = ()  # provisioned extras (`EXTRAS`); missing -> sandbox_error
+    quiet: bool = False  # any output on stdout/stderr fails the run (the metric's JS rule)
+    templated: tuple[str, ...] = ()  # files whose `{name}` placeholders are filled in
 
 
 @dataclass
@@ -139,6 +152,24 @@ class Toolchain:
     available: bool
     reason: str = ""
     paths: dict[str, str] = field(default_factory=dict)
+    # provisioned extras (see `EXTRAS`) this toolchain lacks, with the reason
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+# Extras that some reference programs need, provisioned by scripts/toolchains.sh under
+# `toolchain_dir()`: npm's js-md5 (JavaScript/162) and the crates every Rust declaration uses.
+EXTRAS = {
+    "npm:js-md5": "js",
+    "rust-crates": "rust",
+}
+_SETUP_HINT = "run scripts/toolchains.sh (make setup)"
+
+
+def toolchain_dir() -> Path:
+    """Where scripts/toolchains.sh puts npm packages and built crates: `$VENV/share/wavecoder`
+    (`WAVECODER_TOOLCHAIN_DIR` overrides)."""
+    override = os.environ.get("WAVECODER_TOOLCHAIN_DIR")
+    return Path(override) if override else Path(sys.prefix) / "share" / "wavecoder"
 
 
 def _version_ok(argv: list[str]) -> bool:
@@ -157,7 +188,7 @@ def detect_toolchains(python: str | None = None) -> dict[str, Toolchain]:
     )
     node = _which("node")
     found["js"] = (
-        Toolchain("js", True, paths={"node": node})
+        _detect_node_modules(Toolchain("js", True, paths={"node": node}))
         if node
         else Toolchain("js", False, "node not found (Debian: apt-get install nodejs)")
     )
@@ -198,11 +229,57 @@ def _detect_go() -> Toolchain:
         # Go >= 1.20 ships no precompiled std; `go build` would need a shared build cache,
         # which one program could poison for the next.
         return Toolchain("go", False, f"no precompiled std library in {stdpkg} (needs Go <= 1.19)")
-    return Toolchain(
-        "go",
-        True,
-        paths={"compile": str(tools / "compile"), "link": str(tools / "link"), "goroot": goroot},
-    )
+    paths = {
+        "compile": str(tools / "compile"),
+        "link": str(tools / "link"),
+        "vet": str(tools / "vet"),
+        "goroot": goroot,
+        "gostd": str(stdpkg),
+    }
+    if not Path(paths["vet"]).exists():
+        return Toolchain("go", False, f"no vet tool in {tools} (`go test` runs vet)")
+    return Toolchain("go", True, paths=paths)
+
+
+def _detect_node_modules(tc: Toolchain) -> Toolchain:
+    """npm packages installed by scripts/toolchains.sh (found through NODE_PATH)."""
+    modules = toolchain_dir() / "node" / "node_modules"
+    if (modules / "js-md5" / "package.json").exists():
+        tc.paths["node_path"] = str(modules)
+    else:
+        tc.missing["npm:js-md5"] = f"npm package js-md5 not installed in {modules} ({_SETUP_HINT})"
+    return tc
+
+
+def _detect_crates(tc: Toolchain) -> Toolchain:
+    """The rlibs scripts/toolchains.sh built (rand with rand 0.4's API, regex, md5), usable only
+    by the compiler that built them."""
+    folder = toolchain_dir() / "rust"
+    try:
+        info = json.loads((folder / "crates.json").read_text())
+        built_by = (folder / "rustc.txt").read_text().strip()
+        externs = {name: info["externs"][name] for name in ("rand", "regex", "md5")}
+        deps = info["deps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        tc.missing["rust-crates"] = f"crates rand, regex, md5 not built in {folder} ({_SETUP_HINT})"
+        return tc
+    try:
+        ours = subprocess.run(
+            [tc.paths["rustc"], "-vV"], capture_output=True, text=True, timeout=60
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        ours = ""
+    if ours != built_by:
+        tc.missing["rust-crates"] = (
+            f"crates in {folder} were built by another rustc ({built_by.splitlines()[:1]}); "
+            + _SETUP_HINT
+        )
+    elif not all(Path(f).exists() for f in [*externs.values(), deps]):
+        tc.missing["rust-crates"] = f"crates in {folder} are incomplete ({_SETUP_HINT})"
+    else:
+        tc.paths.update({f"extern_{name}": path for name, path in externs.items()})
+        tc.paths["crate_deps"] = deps
+    return tc
 
 
 def _detect_rust() -> Toolchain:
@@ -217,7 +294,7 @@ def _detect_rust() -> Toolchain:
         sysroot = ""
     real = Path(sysroot) / "bin" / "rustc"
     path = str(real) if sysroot and real.exists() else rustc
-    return Toolchain("rust", True, paths={"rustc": path, "sysroot": sysroot})
+    return _detect_crates(Toolchain("rust", True, paths={"rustc": path, "sysroot": sysroot}))
 
 
 # ---------------------------------------------------------------- launching
@@ -250,6 +327,11 @@ class Sandbox:
         self._libc = _libc()
         self._tmpfs = [d for d in _TMPFS_DIRS if Path(d).is_dir() and not _under(self.base, d)]
         self._binds = self._hidden_toolchain_dirs()
+        # provisioned npm packages and crates (in the venv) that a fresh /tmp would hide
+        extras = toolchain_dir()
+        self._tmp_keeps = [
+            os.path.realpath(extras) for d in self._tmpfs if extras.is_dir() and _under(extras, d)
+        ]
         self.netns = self.mountns = False
         if self.root:
             self.netns = self._probe(_CLONE_NEWNET)
@@ -342,7 +424,7 @@ class Sandbox:
         """(Root, in a forked child) new network and mount namespaces, private tmpfs, binds."""
         libc = self._libc
         netns, mountns = self.netns, self.mountns
-        tmpfs, binds = self._tmpfs, self._binds
+        tmpfs, binds, tmp_keeps = self._tmpfs, self._binds, self._tmp_keeps
 
         def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str) -> None:
             rc = libc.mount(
@@ -369,8 +451,14 @@ class Sandbox:
                         mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
                         mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
                         os.close(fd)
+                kept = [(os.open(k, os.O_PATH), k) for k in tmp_keeps]
                 for d in tmpfs:
                     mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=64m")
+                for fd, k in kept:  # back in the fresh tmpfs, read-only
+                    os.makedirs(k, mode=0o755, exist_ok=True)
+                    mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
+                    mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
+                    os.close(fd)
 
         return enter
 
@@ -416,7 +504,14 @@ class Sandbox:
         env.update(extra or {})
         return env
 
-    def _spawn(self, step: Step, workdir: Path, slot: int, token: str | None) -> _Proc:
+    def _spawn(
+        self,
+        step: Step,
+        workdir: Path,
+        slot: int,
+        token: str | None,
+        env: dict[str, str] | None = None,
+    ) -> _Proc:
         limits = step.limits
         fds: list[int] = []
         tok_r = tok_w = res_r = res_w = -1
@@ -447,7 +542,7 @@ class Sandbox:
             proc = subprocess.Popen(
                 step.argv,
                 cwd=workdir,
-                env=self._env(workdir),
+                env=self._env(workdir, env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -719,20 +814,26 @@ class Sandbox:
             return Outcome("sandbox_error", 0.0, detail=f"{plan.language} skipped: {reason}")
         if plan.unavailable:
             return Outcome("sandbox_error", 0.0, detail=plan.unavailable)
+        for need in plan.needs:
+            owner = self.toolchains.get(EXTRAS.get(need, ""))
+            why = f"unknown extra {need!r}" if owner is None else owner.missing.get(need)
+            if why:
+                return Outcome("sandbox_error", 0.0, detail=f"{plan.language} skipped: {why}")
         workdir = Path(tempfile.mkdtemp(prefix=f"s{slot}-", dir=self.base))
         try:
             try:
                 if plan.language == "go":
                     self._ensure_go_pkg()
-                self._write_files(plan, workdir, slot)
                 argv_map = {"{python}": self.python, "{harness}": _HARNESS}
                 argv_map.update({f"{{{k}}}": v for k, v in self._paths(plan.language).items()})
+                self._write_files(plan, workdir, slot, argv_map)
+                env = {k: _subst(v, argv_map) for k, v in plan.env.items()}
             except OSError as exc:
                 return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
             for step in plan.compile:
                 step = Step([_subst(a, argv_map) for a in step.argv], step.limits)
                 try:
-                    proc = self._spawn(step, workdir, slot, None)
+                    proc = self._spawn(step, workdir, slot, None, env)
                 except (OSError, subprocess.SubprocessError) as exc:
                     return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
                 if proc.timed_out or proc.returncode != 0 or proc.output_exceeded:
@@ -757,13 +858,13 @@ class Sandbox:
                         if exc.ran:  # a fresh work dir: the child may have changed this one
                             shutil.rmtree(workdir, ignore_errors=True)
                             workdir = Path(tempfile.mkdtemp(prefix=f"s{slot}-", dir=self.base))
-                            self._write_files(plan, workdir, slot)
+                            self._write_files(plan, workdir, slot, argv_map)
                             token = secrets.token_hex(16)
                         if exc.ran or attempt:  # else (e.g. it died idle) a new zygote once
                             self.zygote_stats["fallback"] += 1
                             break
                 if proc is None:
-                    proc = self._spawn(step, workdir, slot, token)
+                    proc = self._spawn(step, workdir, slot, token, env)
             except (OSError, subprocess.SubprocessError) as exc:
                 return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
             seconds = time.monotonic() - start
@@ -773,6 +874,9 @@ class Sandbox:
                 return Outcome("timeout", seconds, output, "wall-clock limit", proc.returncode)
             if proc.output_exceeded:
                 return Outcome("failed", seconds, output, "output limit exceeded", proc.returncode)
+            if plan.quiet and proc.output:
+                why = "wrote to stdout/stderr (the reference metric fails any output)"
+                return Outcome("failed", seconds, output, why, proc.returncode)
             if proc.returncode == 0 and f"PASS {token}" in result.splitlines():
                 return Outcome("passed", seconds, output, "", 0)
             detail = result.strip()[:2000] or _exit_reason(proc.returncode)
@@ -786,10 +890,15 @@ class Sandbox:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _write_files(self, plan: Plan, workdir: Path, slot: int) -> None:
+    def _write_files(
+        self, plan: Plan, workdir: Path, slot: int, mapping: dict[str, str] | None = None
+    ) -> None:
         for name, text in plan.files.items():
             path = workdir / name
             path.parent.mkdir(parents=True, exist_ok=True)
+            if name in plan.templated and isinstance(text, str):
+                for key, value in (mapping or {}).items():
+                    text = text.replace(key, value)
             if isinstance(text, bytes):
                 path.write_bytes(text)
             else:
@@ -817,22 +926,31 @@ class Sandbox:
         return paths
 
     def _ensure_go_pkg(self) -> None:
-        """Compile our testify `assert` shim once into a read-only package folder."""
+        """Compile our testify `assert` shim and the token package once, into a read-only
+        package folder."""
         with self._go_lock:
             if self._go_pkg is not None:
                 return
             pkg = self.base / "gopkg"
-            target = pkg / "github.com" / "stretchr" / "testify" / "assert.a"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = pkg / "assert.go"
-            src.write_text(GO_ASSERT_SHIM)
+            env = {**os.environ, "GOROOT": self.toolchains["go"].paths["goroot"]}
             compile_tool = self.toolchains["go"].paths["compile"]
-            subprocess.run(
-                [compile_tool, "-p", "github.com/stretchr/testify/assert", "-o", target, src],
-                check=True,
-                capture_output=True,
-                env={**os.environ, "GOROOT": self.toolchains["go"].paths["goroot"]},
-            )
+            for import_path, source in (
+                ("github.com/stretchr/testify/assert", GO_ASSERT_SHIM),
+                (_GO_TOKEN_PKG, GO_TOKEN_SOURCE),
+            ):
+                target = pkg / f"{import_path}.a"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = target.with_suffix(".go")
+                src.write_text(source)
+                try:
+                    subprocess.run(
+                        [compile_tool, "-p", import_path, "-o", target, src],
+                        check=True,
+                        capture_output=True,
+                        env=env,
+                    )
+                except subprocess.CalledProcessError as exc:
+                    raise OSError(f"compiling {import_path}: {_tail(exc.stderr)}") from None
             for path in [pkg, *pkg.rglob("*")]:
                 os.chmod(path, 0o755 if path.is_dir() else 0o644)
             self._go_pkg = pkg
@@ -1044,11 +1162,12 @@ const strictAssert = function assert(cond, ...msg) {
 };
 Object.defineProperty(console, 'assert',
   { value: strictAssert, writable: false, configurable: false });
-for (const o of [JSON, Math, console, Object, Array, String, Number, Boolean, Object.prototype,
-  Array.prototype, String.prototype, Number.prototype, Boolean.prototype, Function.prototype]) {
+// the namespaces tests compare through stay as they are; prototypes are left writable (frozen,
+// `X.prototype.toString = ...` throws: js-md5 does that, and so may a solution)
+for (const o of [JSON, Math, console, Object, Array, String, Number, Boolean]) {
   Object.freeze(o);
 }
-require('./program.js');
+require('./test.js');
 write(4, 'PASS ' + token + '\n');
 process.exit(0);
 """
@@ -1071,9 +1190,12 @@ JAVA_RUNNER = r"""public class WcRunner {
 }
 """
 
+# Linked with `-Wl,--wrap=main`: the C runtime calls __wrap_main, which runs the program's own,
+# unrenamed main (so `int main(){...}` keeps its implicit `return 0`) and writes the token only
+# when main returned 0: the metric passes a C++ program on exit status 0.
 CPP_RUNNER = r"""#include <string.h>
 #include <unistd.h>
-int __wc_user_main();
+extern "C" int __real_main(int, char **, char **);
 // plain zero-initialised storage: a std::string would be re-constructed after this runs
 static char __wc_token[300];
 __attribute__((constructor(101))) static void __wc_read_token() {
@@ -1084,10 +1206,10 @@ __attribute__((constructor(101))) static void __wc_read_token() {
     close(3);
     __wc_token[used++] = '\n';
 }
-int main() {
-    __wc_user_main();
-    if (write(4, __wc_token, strlen(__wc_token)) < 0) return 2;
-    return 0;
+extern "C" int __wrap_main(int argc, char **argv, char **envp) {
+    int rc = __real_main(argc, argv, envp);
+    if (rc == 0 && write(4, __wc_token, strlen(__wc_token)) < 0) return 2;
+    return rc;
 }
 """
 
@@ -1136,6 +1258,30 @@ func Equal(t *testing.T, expected, actual interface{}, msgAndArgs ...interface{}
 }
 """
 
+# Imported (blank) by the program's package, so it is initialised before any of the program's
+# code runs: it takes the token from fd 3 and closes it.
+_GO_TOKEN_PKG = "wavecoder/wctoken"
+GO_TOKEN_SOURCE = r"""package wctoken
+
+import "os"
+
+var token = read()
+
+func read() string {
+	f := os.NewFile(3, "token")
+	buf := make([]byte, 256)
+	n, _ := f.Read(buf)
+	f.Close()
+	return string(buf[:n])
+}
+
+// Passed writes the end-of-tests line.
+func Passed() {
+	out := os.NewFile(4, "result")
+	out.Write([]byte("PASS " + token + "\n"))
+}
+"""
+
 RUST_SENTINEL = r"""
 #[cfg(test)]
 mod zzzz_wc_sentinel {
@@ -1153,38 +1299,31 @@ mod zzzz_wc_sentinel {
 """
 
 
-_NODE_BUILTINS = {
-    "assert",
-    "buffer",
-    "crypto",
-    "events",
-    "fs",
-    "os",
-    "path",
-    "string_decoder",
-    "util",
-    "readline",
-    "stream",
-    "url",
-    "zlib",
-    "timers",
-    "perf_hooks",
-}
+# ---- the plans: each takes the exact program the reference metric executes,
+# `candidate + "\n" + "\n" + doc["test"]` (candidate = the harness's `process_results` fix-ups),
+# and runs it the way code_eval_octopack does (file names, compiler, pass rule), plus our token.
+
+CPP_STD = "c++11"  # the metric: `g++ -std=c++11 test.cpp -lcrypto -lssl`, then ./a.out
 
 
 def js_plan(program: str) -> Plan:
+    """`node test.js`; the metric passes it when it printed nothing at all, on stdout or stderr
+    (a failed `console.assert` prints; its exit status is not looked at). npm packages that the
+    references require (js-md5) come from `toolchain_dir()` through NODE_PATH."""
     wanted = set(re.findall(r"""require\(\s*['"]([^'"]+)['"]\s*\)""", program))
-    missing = sorted(m for m in wanted if m.removeprefix("node:") not in _NODE_BUILTINS)
-    unavailable = f"needs npm packages not installed: {', '.join(missing)}" if missing else None
+    needs = tuple(f"npm:{m}" for m in sorted(wanted) if f"npm:{m}" in EXTRAS)
     return Plan(
         "js",
-        {"program.js": program, "runner.js": JS_RUNNER},
+        {"test.js": program, "runner.js": JS_RUNNER},
         Step(["{node}", "--max-old-space-size=1024", "runner.js"], RUN_LIMITS),
-        unavailable=unavailable,
+        env={"NODE_PATH": "{node_path}"},
+        needs=needs,
+        quiet=True,
     )
 
 
 def java_plan(program: str) -> Plan:
+    """`javac Main.java` and `java -cp . Main` (through our runner); passes on exit status 0."""
     jflags = ["-J-Xmx768m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1"]
     return Plan(
         "java",
@@ -1203,6 +1342,8 @@ def java_plan(program: str) -> Plan:
 
 
 def cpp_plan(program: str) -> Plan:
+    """`g++ -std=c++11 test.cpp -lcrypto -lssl` and `./a.out`; passes on exit status 0. The
+    program is compiled as it is (its own `main`); our runner wraps `main` at link time."""
     missing = [
         h
         for h in re.findall(r"#include\s*<([^>]+)>", program)
@@ -1211,189 +1352,193 @@ def cpp_plan(program: str) -> Plan:
     unavailable = None
     if missing:
         unavailable = f"header {missing[0]} not installed (e.g. Debian libboost-dev, libssl-dev)"
-    libs = ["-lcrypto"] if "openssl/" in program else []
+    # the metric always links both; here only where used, so that C++ runs without libssl-dev
+    libs = ["-lcrypto", "-lssl"] if "openssl/" in program else []
     return Plan(
         "cpp",
-        {"program.cpp": program, "wc_main.cpp": CPP_RUNNER},
-        Step(["./program"], RUN_LIMITS),
+        {"test.cpp": program, "wc_main.cpp": CPP_RUNNER},
+        Step(["./a.out"], RUN_LIMITS),
         [
             Step(
                 [
                     "{g++}",
-                    "-std=c++17",
-                    "-O0",
+                    f"-std={CPP_STD}",
                     "-w",
-                    "-Dmain=__wc_user_main",
-                    "-c",
-                    "program.cpp",
-                    "-o",
-                    "program.o",
+                    "test.cpp",
+                    "wc_main.cpp",
+                    "-Wl,--wrap=main",
+                    *libs,
                 ],
                 COMPILE_LIMITS,
-            ),
-            Step(
-                ["{g++}", "-O0", "wc_main.cpp", "program.o", "-o", "program", *libs], COMPILE_LIMITS
-            ),
+            )
         ],
         unavailable,
     )
 
 
-_GO_STD = {
-    "math": "math",
-    "strings": "strings",
-    "strconv": "strconv",
-    "sort": "sort",
-    "fmt": "fmt",
-    "bytes": "bytes",
-    "regexp": "regexp",
-    "unicode": "unicode",
-    "md5": "crypto/md5",
-    "rand": "math/rand",
-    "time": "time",
-    "errors": "errors",
-    "reflect": "reflect",
-    "utf8": "unicode/utf8",
-    "big": "math/big",
-    "bits": "math/bits",
-    "os": "os",
-    "hex": "encoding/hex",
-    "cmplx": "math/cmplx",
-    "heap": "container/heap",
-    "list": "container/list",
-    "slices": "slices",
-    "maps": "maps",
-}
-
-
-def _go_imports(text: str) -> tuple[str, list[str]]:
-    """Strip `package` lines and import declarations; return the code and imported paths."""
-    paths: list[str] = []
-
-    def grab(match: re.Match) -> str:
-        paths.extend(re.findall(r'"([^"]+)"', match.group(0)))
-        return ""
-
-    text = re.sub(r"(?m)^\s*package\s+\w+\s*$", "", text)
-    text = re.sub(r"(?ms)^\s*import\s*\((.*?)\)", grab, text)
-    text = re.sub(r'(?m)^\s*import\s+(?:\w+\s+)?"[^"]+"\s*$', grab, text)
-    return text, paths
-
-
-def go_plan(code: str, test: str, test_setup: str) -> Plan:
-    """One package main: the code, the tests as plain functions, our main running them."""
-    body, paths = _go_imports(code)
-    test_body, test_paths = _go_imports(test_setup + "\n" + test)
-    everything = body + "\n" + test_body
-    wanted = []
-    for path in [*paths, *test_paths]:
-        name = path.rsplit("/", 1)[-1]
-        if path not in wanted and (path == "testing" or re.search(rf"\b{name}\.", everything)):
-            wanted.append(path)
-    for name, path in _GO_STD.items():
-        if path not in wanted and re.search(rf"(?<![\w.]){name}\.\w", body):
-            wanted.append(path)
-    if "testing" not in wanted:
-        wanted.append("testing")
-    tests = re.findall(r"(?m)^func\s+(Test\w*)\s*\(\s*\w+\s+\*testing\.T\s*\)", test)
-    listed = ", ".join(f'{{Name: "{t}", F: {t}}}' for t in tests)
-    imports = "\n".join(f'    "{p}"' for p in wanted)
-    program = f"package main\n\nimport (\n{imports}\n)\n\n{body}\n\n{test_body}\n"
-    runner = f"""package main
-
-import (
-    wcos "os"
-    wctesting "testing"
-    wctestdeps "testing/internal/testdeps"
+# `go test` runs these vet checks first and fails the test on a finding (Go 1.19's list)
+GO_TEST_VET_FLAGS = (
+    "-atomic",
+    "-bool",
+    "-buildtags",
+    "-errorsas",
+    "-ifaceassert",
+    "-nilfunc",
+    "-printf",
+    "-stringintconv",
+)
+_GO_PKG_PATH = "command-line-arguments"  # what `go test main_test.go` calls the package
+_GO_TESTIFY = "github.com/stretchr/testify/assert"
+_GO_TEST_FUNC = re.compile(
+    r"(?m)^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*(?:\w+\s+)?\*testing\.T\s*\)"
 )
 
-var wcToken = wcReadToken()
 
-func wcReadToken() string {{
-    f := wcos.NewFile(3, "token")
-    buf := make([]byte, 256)
-    n, _ := f.Read(buf)
-    f.Close()
-    return string(buf[:n])
-}}
+def go_import_paths(program: str) -> list[str]:
+    """The packages a Go file imports, in order (single and grouped import declarations)."""
+    paths: list[str] = []
+    for m in re.finditer(r'(?ms)^import\s*(?:\((.*?)\)|(?:[\w.]+\s+)?"([^"]+)")', program):
+        if m.group(2) is not None:
+            found = [m.group(2)]
+        else:
+            found = re.findall(r'"([^"]+)"', re.sub(r"(?m)//.*$", "", m.group(1)))
+        paths.extend(p for p in found if p not in paths)
+    return paths
 
-func main() {{
-    m := wctesting.MainStart(wctestdeps.TestDeps{{}},
-        []wctesting.InternalTest{{{listed}}}, nil, nil, nil)
-    code := m.Run()
-    if code != 0 || {len(tests)} == 0 {{
-        wcos.Exit(1)
-    }}
-    out := wcos.NewFile(4, "result")
-    out.Write([]byte("PASS " + wcToken + "\\n"))
-    wcos.Exit(0)
-}}
-"""
-    env_compile = ["env", "GOROOT={goroot}"]
+
+def go_plan(program: str) -> Plan:
+    """`go test main_test.go` for the whole file, offline: the file is compiled as it is into
+    package `command-line-arguments` (as `go test` does; a `func main` in it is fine), vetted with
+    the checks `go test` runs, and linked with our main, which runs its `TestXxx` functions
+    through `testing.MainStart`. Passes when every test passed (a file without tests, which
+    `go test` would pass, is refused here: no reference program lacks them).
+    """
+    tests = list(dict.fromkeys(_GO_TEST_FUNC.findall(program)))
+    package = re.search(r"(?m)^package\s+(\w+)", program)
+    imports = go_import_paths(program)
+    files: dict[str, str | bytes] = {
+        "main_test.go": program,
+        # a blank import: the token package is initialised before the program's own code
+        "wc_init.go": f"package {package.group(1) if package else 'main'}\n\n"
+        f'import _ "{_GO_TOKEN_PKG}"\n',
+        "wc_main.go": _go_runner(tests),
+        "vet.cfg": json.dumps(
+            {
+                "ID": _GO_PKG_PATH,
+                "Compiler": "gc",
+                "Dir": ".",
+                "ImportPath": _GO_PKG_PATH,
+                "GoFiles": ["main_test.go"],
+                "NonGoFiles": [],
+                "ImportMap": {p: p for p in imports},
+                "PackageFile": {
+                    p: "{gopkg}/" + p + ".a" if p == _GO_TESTIFY else "{gostd}/" + p + ".a"
+                    for p in imports
+                },
+                "VetxOnly": False,
+                "VetxOutput": "vet.out",
+                # a program that does not type-check fails at compile, before vet
+                "SucceedOnTypecheckFailure": True,
+            },
+            indent=1,
+        ),
+    }
+    unavailable = None if tests else "no `func TestXxx(t *testing.T)` in the program"
     return Plan(
         "go",
-        {"program.go": program, "wc_main.go": runner},
-        Step(["./program", "-test.v", "-test.paniconexit0"], RUN_LIMITS),
+        files,
+        Step(["./program", "-test.v", "-test.paniconexit0", "-test.timeout=20s"], RUN_LIMITS),
         [
             Step(
                 [
-                    *env_compile,
+                    "{compile}",
+                    "-p",
+                    _GO_PKG_PATH,
+                    "-complete",
+                    "-I",
+                    "{gopkg}",
+                    "-o",
+                    f"{_GO_PKG_PATH}.a",
+                    "main_test.go",
+                    "wc_init.go",
+                ],
+                COMPILE_LIMITS,
+            ),
+            Step(["{vet}", *GO_TEST_VET_FLAGS, "./vet.cfg"], COMPILE_LIMITS),
+            Step(
+                [
                     "{compile}",
                     "-p",
                     "main",
                     "-complete",
                     "-I",
                     "{gopkg}",
+                    "-I",
+                    ".",
                     "-o",
-                    "program.o",
-                    "program.go",
+                    "wc_main.a",
                     "wc_main.go",
                 ],
                 COMPILE_LIMITS,
             ),
             Step(
-                [*env_compile, "{link}", "-L", "{gopkg}", "-o", "program", "program.o"],
-                COMPILE_LIMITS,
+                ["{link}", "-L", "{gopkg}", "-L", ".", "-o", "program", "wc_main.a"], COMPILE_LIMITS
             ),
         ],
+        unavailable,
+        env={"GOROOT": "{goroot}"},
+        templated=("vet.cfg",),
     )
 
 
-_RUST_CRATES = re.compile(r"(?m)^\s*use\s+(rand|regex|md5)\b[^;]*;\s*$")
+def _go_runner(tests: list[str]) -> str:
+    listed = ", ".join(f'{{Name: "{t}", F: wcprog.{t}}}' for t in tests)
+    return f"""package main
+
+import (
+    wcos "os"
+    wctesting "testing"
+    wctestdeps "testing/internal/testdeps"
+    wctoken "{_GO_TOKEN_PKG}"
+    wcprog "{_GO_PKG_PATH}"
+)
+
+func main() {{
+    m := wctesting.MainStart(wctestdeps.TestDeps{{}},
+        []wctesting.InternalTest{{{listed}}}, nil, nil, nil)
+    if m.Run() != 0 {{
+        wcos.Exit(1)
+    }}
+    wctoken.Passed()
+    wcos.Exit(0)
+}}
+"""
 
 
 def rust_plan(program: str) -> Plan:
-    program = _RUST_CRATES.sub("", program)
-    unavailable = None
-    needs = sorted(
-        set(re.findall(r"\b(rand|regex|md5)::", program))
-        | ({"regex"} if re.search(r"\bRegex::", program) else set())
-    )
-    if needs:
-        unavailable = f"needs crates not available offline: {', '.join(needs)}"
+    """`cargo check` then `cargo test` of the program as `src/bin/test.rs`, with the metric's
+    crates (rand, regex, md5: built once by scripts/toolchains.sh; every Rust declaration `use`s
+    them). Here: a type-check as a binary (`fn main` is needed), then the test build with the dev
+    profile's settings; passes when every test passed."""
+    externs = [x for n in ("rand", "regex", "md5") for x in ("--extern", f"{n}={{extern_{n}}}")]
+    common = ["{rustc}", "--edition", "2021", "--crate-name", "test", "-A", "warnings"]
+    deps = [*externs, "-L", "dependency={crate_deps}"]
     return Plan(
         "rust",
         {"program.rs": program + "\n" + RUST_SENTINEL},
         Step(["./program", "--test-threads=1", "-q"], RUN_LIMITS),
         [
             Step(
-                [
-                    "{rustc}",
-                    "--test",
-                    "--edition",
-                    "2021",
-                    "-C",
-                    "opt-level=0",
-                    "-C",
-                    "debuginfo=0",
-                    "-A",
-                    "warnings",
-                    "-o",
-                    "program",
-                    "program.rs",
-                ],
+                [*common, "--crate-type", "bin", "--emit=metadata", *deps, "-o", "check.rmeta"]
+                + ["program.rs"],
                 COMPILE_LIMITS,
-            )
+            ),
+            Step(
+                [*common, "--test", *deps, "-C", "opt-level=0", "-C", "debuginfo=0"]
+                + ["-C", "debug-assertions=on", "-C", "overflow-checks=on"]
+                + ["-o", "program", "program.rs"],
+                COMPILE_LIMITS,
+            ),
         ],
-        unavailable,
+        needs=("rust-crates",),
     )

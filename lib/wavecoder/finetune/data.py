@@ -16,19 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import prompts
 from ..hashing import sha256_file
 
 IGNORE_INDEX = -100
-
-ALPACA_PROMPT = (
-    "Below is an instruction that describes a task, paired with an input that provides further "
-    "context. Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-)
-ALPACA_PROMPT_NO_INPUT = (
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
 
 # field -> accepted names, first match wins (CodeOcean, WaveCoder's own names, Alpaca-likes)
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -187,9 +178,9 @@ def records_sha256(records: list[Record]) -> str:
 
 
 def alpaca_prompt(record: Record) -> str:
-    if record.input.strip():
-        return ALPACA_PROMPT.format(instruction=record.instruction, input=record.input)
-    return ALPACA_PROMPT_NO_INPUT.format(instruction=record.instruction)
+    """The Alpaca prompt (the one evaluation's `wizardcoder` style shows); a blank input is
+    no input."""
+    return prompts.alpaca_prompt(record.instruction, record.input if record.input.strip() else None)
 
 
 def chat_prompt(record: Record, tokenizer: Any) -> str:
