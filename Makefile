@@ -30,8 +30,9 @@ format: setup
 bench: setup
 	$(BIN)/python bench/coreset.py
 
+# as root (containers) Jupyter refuses to start without --allow-root
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf outputs/smoke .pytest_cache .ruff_cache

@@ -278,3 +278,16 @@ def test_harvest_tree_sitter(tmp_path, language):
 def test_tree_sitter_unknown_language(tmp_path):
     with pytest.raises(ValueError, match="not supported"):
         harvest_tree_sitter({"cobol": [str(tmp_path)]})
+
+
+def test_bom_at_the_start_of_a_file_keeps_its_first_record(tmp_path):
+    import gzip
+
+    plain = write_jsonl(tmp_path / "b.jsonl", [record(0), record(1)])
+    plain.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    packed = tmp_path / "c.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    for path in (plain, packed):
+        report = LoadReport()
+        assert load_codesearchnet(path, report=report, strict=True).height == 2
+        assert report.malformed == 0

@@ -165,3 +165,35 @@ def test_zygote_and_per_program_paths_agree(box):
         assert per_program.zygote_stats["forked"] == 0
     assert [r["verdict"] for r in forked] == [r["verdict"] for r in fresh]
     assert [r["passed"] for r in forked] == [True] * 12 + [False] * 12
+
+
+CHAT_FENCE = {"python": "python", "js": "javascript", "java": "java", "go": "go", "cpp": "cpp"}
+
+
+@pytest.mark.parametrize("lang", ["python", "js", "java", "go", "cpp", "rust"])
+def test_chat_style_runs_whole_functions_and_continuations(box, lang):
+    """Style `chat` (not reference-exact): a reply holding the whole function in a fence with
+    prose around it, and a bare continuation, both become the function the tests call."""
+    ok, reason = box.language_status(lang)
+    if not ok:
+        pytest.skip(f"{lang}: {reason}")
+    b = get_benchmark(f"humanevalpack-fix-{lang}", data_dir=data_dir(), limit=2)
+    rows = []
+    for p in b.problems:
+        base = p.reference[: len(p.reference) - len(p.doc["canonical_solution"])]
+        full = (p.doc["declaration"] + p.doc["canonical_solution"]).strip("\n")
+        if lang == "rust":
+            full = "fn main(){}\n" + full
+        fence = CHAT_FENCE.get(lang, lang)
+        reply = f"Here is the fix:\n```{fence}\n{full}\n```\nIt handles every case."
+        rows += [
+            {"task_id": p.task_id, "completion": reply, "prompt_style": "chat"},
+            {
+                "task_id": p.task_id,
+                "completion": base + p.doc["canonical_solution"],
+                "prompt_style": "chat",
+            },
+            {"task_id": p.task_id, "completion": "Sorry, I cannot help.", "prompt_style": "chat"},
+        ]
+    results = execute_samples(b, rows, sandbox=box, progress=False)
+    assert [r["passed"] for r in results] == [True, True, False] * 2, results

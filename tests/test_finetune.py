@@ -580,3 +580,22 @@ def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
     assert len(starts) == 1  # rank 0 writes
     one_log = T.read_log(tmp_path / "one" / T.TRAIN_LOG)
     assert starts[0]["eval_tokens"] == one_log[0]["eval_tokens"] > 0  # each row counted once
+
+
+def test_generation_text_is_the_decoded_sequence_after_the_decoded_prompt(tiny_model_dir):
+    """HFGenerator returns what the harness slices: decode(prompt + new) minus decode(prompt),
+    left padding ignored; and its stopping rule ends each sequence early."""
+    from wavecoder.evaluation.generate import HFGenerator
+
+    gen = HFGenerator(tiny_model_dir, device="cpu", dtype="float32")
+    tok = gen.tokenizer
+    prompt = tok("def f(x):", return_tensors="pt")["input_ids"][0]
+    new = tok("\n    return x  # done", add_special_tokens=False, return_tensors="pt")["input_ids"][
+        0
+    ]
+    pad = torch.full((3,), tok.pad_token_id)
+    ids = torch.cat([pad, prompt])
+    mask = torch.cat([torch.zeros(3, dtype=torch.long), torch.ones(len(prompt), dtype=torch.long)])
+    assert gen._completion(ids, mask, torch.cat([ids, new])) == "\n    return x  # done"
+    texts = gen.complete(["a", "def g():"], 40, (), finished=lambda text: len(text) >= 3)
+    assert len(texts) == 2 and all(3 <= len(t) < 40 for t in texts)

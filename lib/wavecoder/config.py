@@ -364,6 +364,11 @@ class EvaluateParams(_Section):
         default=8, ge=1, description="prompts per generate() call (per concurrent wave: openai)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="weights for generation; auto = bfloat16 on CUDA, float32 on CPU (the "
+        "harness's default --precision and WaveCoder's MBPP script use float32)",
+    )
     backend: Literal["hf", "openai"] = Field(
         default="hf",
         description="hf: transformers on the stage-03 models; openai: the endpoints below",

@@ -89,9 +89,10 @@ def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 
 def _open_text(path: Path):
+    # utf-8-sig: a BOM at the start of a file is not part of its first record
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="strict")
+    return open(path, encoding="utf-8-sig", errors="strict")
 
 
 def _check_record(obj: Any) -> str | None:

@@ -8,8 +8,6 @@ evaluation checks a tuned model's prompt style against it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request."
@@ -21,11 +19,6 @@ ALPACA_PROMPT = (
 )
 ALPACA_PROMPT_NO_INPUT = ALPACA_PREAMBLE + "\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 ALPACA_RESPONSE_SPLIT = "### Response:"
-
-# Stop sequences for a model that continues an Alpaca prompt: the next turn's header.
-ALPACA_STOP = ("\n### ", "\n\n\n\n")
-
-TrainingFormat = Literal["alpaca", "chat_template"]
 
 # Which evaluation prompt styles match a training prompt format (bigcode's `wizardcoder` and
 # WaveCoder's MBPP `wavecoder` are the Alpaca template).

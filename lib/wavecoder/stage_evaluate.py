@@ -85,8 +85,13 @@ def load_benchmarks(params: StudyParams) -> tuple[dict[str, Benchmark], dict[str
     for name in benchmark_names(params):
         options = {"postprocess": cfg.mbpp_postprocess} if name == "mbpp" else {}
         try:
-            loaded[name] = get_benchmark(name, data_dir=data_dir, limit=cfg.limit, **options)
-        except BenchmarkUnavailable as exc:
+            bench = get_benchmark(name, data_dir=data_dir, limit=cfg.limit, **options)
+            # every model's prompt style must render here, before any generation starts
+            for style in sorted(set(cfg.prompt_style.values())):
+                if bench.problems:
+                    bench.prompt(bench.problems[0], style, bench.passes[0].name)
+            loaded[name] = bench
+        except (BenchmarkUnavailable, ValueError) as exc:
             missing[name] = str(exc)
     return loaded, missing
 
@@ -106,7 +111,9 @@ def _request(
     bench: Benchmark, problem: Problem, pass_no: int, style: str, text: str, **meta: Any
 ) -> GenerationRequest:
     pass_name = bench.passes[pass_no - 1].name
-    finished = None if not bench.passes[pass_no - 1].code else getattr(bench, "finished", None)
+    finished = None
+    if bench.passes[pass_no - 1].code and style != "chat":  # a chat reply ends its own turn
+        finished = getattr(bench, "finished", None)
     return GenerationRequest(
         key=f"{bench.name}|{problem.task_id}|{pass_no}",
         prompt=text,
@@ -169,19 +176,18 @@ def execute_and_score(
 def score_rows(
     scores: dict[str, dict[str, dict[str, Any]]], benchmarks: dict[str, Benchmark]
 ) -> list[dict[str, Any]]:
-    """Flat rows (model, benchmark, language, task, pass@1, verdict counts)."""
+    """Flat rows (model, benchmark, paper family, language, task, pass@1, verdict counts)."""
     rows = []
     for model, per_bench in scores.items():
         for name, result in per_bench.items():
             bench = benchmarks[name]
-            task = name.split("-")[1] if name.startswith("humanevalpack") else "synthesize"
             rows.append(
                 {
                     "model": model,
                     "benchmark": name,
-                    "family": name.rsplit("-", 1)[0] if name.startswith("humanevalpack") else name,
+                    "family": bench.family,
                     "language": bench.language,
-                    "task": task,
+                    "task": bench.task,
                     "problems": result.get("tasks", 0),
                     "pass@1": result.get("pass@1"),
                     "verdicts": result.get("verdicts", {}),
@@ -255,7 +261,9 @@ def generate_for_model(
         )
     else:
         chat = model.prompt_style == "chat"
-        generator = HFGenerator(model.model_path, model.adapter_path, device=cfg.device, chat=chat)
+        generator = HFGenerator(
+            model.model_path, model.adapter_path, device=cfg.device, dtype=cfg.dtype, chat=chat
+        )
     style = model.prompt_style
     final: dict[str, list[dict[str, Any]]] = {}
     for name, bench in benchmarks.items():
@@ -273,6 +281,7 @@ def generate_for_model(
                 if cfg.backend == "openai"
                 else None,
                 "prompt_style": style,
+                "dtype": cfg.dtype,
                 "postprocess": "raw completion; reference post-processing at execution",
             },
             max_new_tokens=cfg.max_new_tokens,
@@ -326,7 +335,14 @@ def settings_summary(
         "batch_size": ft.batch_size * ft.gradient_accumulation * processes,
         "batch_unit": "packed rows" if ft.packing else "examples",
         "optimizer": ft.optimizer,
-        "decoding": {"strategy": "greedy", "n_samples": 1, "max_new_tokens": cfg.max_new_tokens},
+        # bigcode's max_length_generation counts the prompt too; its default precision is fp32
+        "decoding": {
+            "strategy": "greedy",
+            "n_samples": 1,
+            "max_new_tokens": cfg.max_new_tokens,
+            "dtype": cfg.dtype,
+            "batch_size": cfg.batch_size,
+        },
         "generator_model": params.llm.generator.model,
         "judge_model": params.llm.discriminator.model,
         "backend": cfg.backend
@@ -337,6 +353,8 @@ def settings_summary(
         settings["languages"] = sorted(
             {b.language for n, b in benchmarks.items() if n.startswith("humanevalpack")}
         )
+        # where each benchmark's rows came from (a file, or the hub commit with sha256s)
+        settings["data_sources"] = {n: b.options.get("source") for n, b in benchmarks.items()}
         settings["prompts"] = {
             m.tag: {n: b.style_note(m.prompt_style) for n, b in benchmarks.items()} for m in models
         }

@@ -19,6 +19,7 @@ Prompt styles (`evaluate.prompt_style`, per model):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,6 @@ from . import sandbox as sb
 
 HEP_LANGUAGES = ref.LANGUAGES
 HEP_TASKS = ("synthesize", "fix", "explain")
-LANGUAGE_NAMES = ref.LANGUAGE_TO_NAME
 PROMPT_STYLES = ("wizardcoder", "instruct", "completion", "chat")
 MBPP_POSTPROCESS = ("reference", "lenient")
 MBPP_COMPLETION_STOP = ["\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```"]
@@ -124,6 +124,10 @@ class Benchmark:
 
     def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
         """What the sandbox runs for this (last-pass) completion."""
+        return self.plan_for_candidate(problem, self.candidate(problem, completion, style))
+
+    def plan_for_candidate(self, problem: Problem, candidate: str) -> sb.Plan:
+        """What the sandbox runs for a candidate (the reference program of it)."""
         raise NotImplementedError
 
     def style_note(self, style: str) -> str:
@@ -188,7 +192,8 @@ class HumanEvalPack(Benchmark):
         )
 
     def stop_words(self, style: str, pass_name: str | None = None) -> list[str]:
-        return ref.stop_words(self.language)
+        # a chat reply is a whole answer (fences, prose): it ends at the end of its turn
+        return [] if style == "chat" else ref.stop_words(self.language)
 
     def finished(self, completion: str) -> bool:
         """bigcode's `check_fn`, which ends generation of the code passes early."""
@@ -203,8 +208,23 @@ class HumanEvalPack(Benchmark):
     ) -> str:
         task = self._harness_task(pass_name)
         if task == "describe":
+            if style == "chat":
+                completion = completion.strip()
             return ref.postprocess_description(self.language, problem.doc, completion, "")
+        if style == "chat":
+            return self._chat_code(problem, task, completion)
         return ref.postprocess_code(task, self.language, problem.doc, completion, "")
+
+    def _chat_code(self, problem: Problem, task: str, reply: str) -> str:
+        """Style `chat` (not reference-exact): the first fenced block of the reply (else the
+        reply); a whole function goes after the prompt's header (imports, helpers), anything
+        else is post-processed as a continuation of the prompt."""
+        code = ref.fenced_code(reply)
+        base = ref.prompt_base(problem.doc, self.language, task == "synthesize")
+        start = ref.signature_start(base, problem.entry_point, self.language)
+        if start is not None and ref.defines(code, problem.entry_point, self.language):
+            return _chat_header(base[:start], code, self.language) + code.strip("\n") + "\n"
+        return ref.postprocess_code(task, self.language, problem.doc, code, "")
 
     def candidates(self, problem: Problem, postprocessed: Sequence[str]) -> list[str]:
         return ref.candidates(self.language, problem.doc, postprocessed)
@@ -212,8 +232,7 @@ class HumanEvalPack(Benchmark):
     def program(self, problem: Problem, candidate: str) -> str:
         return ref.program(candidate, problem.doc)
 
-    def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
-        candidate = self.candidate(problem, completion, style)
+    def plan_for_candidate(self, problem: Problem, candidate: str) -> sb.Plan:
         if self.language == "python":
             return _python_function_plan(candidate, problem)
         program = self.program(problem, candidate)
@@ -231,11 +250,20 @@ class HumanEvalPack(Benchmark):
         return f"bigcode humanevalpack --prompt {self.harness_style(style, task)}"
 
 
+def _chat_header(header: str, code: str, language: str) -> str:
+    """The prompt's header without what the reply repeats (a second `use` or import of the
+    same name does not compile in Rust or Go; Java's class is the reply's own)."""
+    if language == "java" and "class Solution" in code:
+        header = header[: header.find("class Solution")]
+    if language == "go" and re.search(r"(?m)^import\b", code):
+        header = re.sub(r'(?ms)^import\s*\(.*?\)\s*|^import\s+"[^"]+"\s*', "", header)
+    lines = {line.strip() for line in code.split("\n") if line.strip()}
+    return "\n".join(x for x in header.split("\n") if not x.strip() or x.strip() not in lines)
+
+
 def _python_function_plan(candidate: str, problem: Problem) -> sb.Plan:
     """The candidate, then the test's `check` run by the trusted harness (the reference runs
     `candidate + "\\n\\n" + test`, whose last line is `check(entry_point)`)."""
-    import re
-
     test = re.sub(r"(?m)^check\(\s*[\w.]+\s*\)\s*$", "", problem.doc["test"])
     return sb.python_plan(
         candidate,
@@ -312,6 +340,8 @@ class MBPP(Benchmark):
                 default=len(completion),
             )
             text = self.prompt(problem, style) + completion[:cut]
+        elif style == "chat":  # a reply with fences and prose (not reference-exact)
+            text = ref.mbpp_lenient_code(completion.strip())
         else:
             text = completion.strip()
         if self.options.get("postprocess", "reference") == "lenient":
@@ -321,9 +351,9 @@ class MBPP(Benchmark):
     def program(self, problem: Problem, candidate: str) -> str:
         return ref.mbpp_program(candidate, problem.doc)
 
-    def plan(self, problem: Problem, completion: str, style: str | None = None) -> sb.Plan:
+    def plan_for_candidate(self, problem: Problem, candidate: str) -> sb.Plan:
         return sb.python_plan(
-            self.candidate(problem, completion, style),
+            candidate,
             [ref.mbpp_reference_test(problem.doc)],
             mode="script",
         )

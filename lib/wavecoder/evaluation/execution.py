@@ -63,8 +63,9 @@ def execute_samples(
     else its index within the task), verdict, passed, seconds, detail and the output tail.
     """
     samples = list(samples)
-    plans, meta = [], []
+    meta = []
     counters: dict[str, int] = defaultdict(int)
+    by_task: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         if "task_id" not in s or "completion" not in s:
             raise ValueError(f"sample {i}: needs 'task_id' and 'completion' keys, got {sorted(s)}")
@@ -74,8 +75,26 @@ def execute_samples(
                 f"sample {i} ({s['task_id']}): language {lang!r} does not match "
                 f"benchmark {benchmark.name} ({benchmark.language})"
             )
-        problem = benchmark.problem(s["task_id"])
-        plan = benchmark.plan(problem, s["completion"], s.get("prompt_style"))
+        benchmark.problem(s["task_id"])  # an unknown task is an error naming it
+        by_task[s["task_id"]].append(i)
+        cid = s.get("completion_id", counters[s["task_id"]])
+        counters[s["task_id"]] += 1
+        meta.append((s["task_id"], cid))
+    # candidates per problem, in order, as the reference's process_results builds them
+    candidates: list[str] = [""] * len(samples)
+    for task_id, indices in by_task.items():
+        problem = benchmark.problem(task_id)
+        post = [
+            benchmark.postprocess(
+                problem, samples[i]["completion"], None, samples[i].get("prompt_style")
+            )
+            for i in indices
+        ]
+        for i, candidate in zip(indices, benchmark.candidates(problem, post)):
+            candidates[i] = candidate
+    plans = []
+    for (task_id, _), candidate in zip(meta, candidates):
+        plan = benchmark.plan_for_candidate(benchmark.problem(task_id), candidate)
         if timeout is not None and plan.run is not None:
             old = plan.run.limits
             plan.run.limits = Limits(
@@ -88,9 +107,6 @@ def execute_samples(
                 max_output_bytes=old.max_output_bytes,
             )
         plans.append(plan)
-        cid = s.get("completion_id", counters[s["task_id"]])
-        counters[s["task_id"]] += 1
-        meta.append((s["task_id"], cid))
     own = sandbox is None
     box = sandbox or Sandbox(workers=workers)
     try:

@@ -29,6 +29,10 @@ class GenerationRequest:
     finished: Callable[[str], bool] | None = None  # the generated text is a whole answer
 
 
+def prompt_sha(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
 def settings_tag(settings: dict[str, Any] | None) -> str:
     """Short hash of what produced a sample (model, adapter, prompt format, token budget...)."""
     blob = json.dumps(settings or {}, sort_keys=True, default=str)
@@ -152,10 +156,26 @@ class HFGenerator:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,  # as WaveCoder's scripts pass it
                 stopping_criteria=criteria,
             )
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [
+            self._completion(batch["input_ids"][i], batch["attention_mask"][i], out[i])
+            for i in range(len(prompts))
+        ]
+
+    def _completion(self, prompt_ids, prompt_mask, sequence) -> str:
+        """The text after the prompt as the harness gets it: decode prompt + generation (no
+        space clean-up) and slice off the decoded prompt, so a SentencePiece tokenizer keeps
+        the leading space of the first new token; the new tokens alone when that fails."""
+        pad = int((prompt_mask == 0).sum())  # left padding
+        n_prompt = prompt_ids.shape[0]
+        options = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+        prompt_text = self.tokenizer.decode(prompt_ids[pad:], **options)
+        whole = self.tokenizer.decode(sequence[pad:], **options)
+        if whole.startswith(prompt_text):
+            return whole[len(prompt_text) :]
+        return self.tokenizer.decode(sequence[n_prompt:], **options)
 
 
 class OpenAIGenerator:
@@ -216,6 +236,13 @@ def generate_samples(
     samples_path.parent.mkdir(parents=True, exist_ok=True)
     tag = settings_tag({**(settings or {}), "max_new_tokens": max_new_tokens})
     done = read_samples(samples_path, tag)
+    # a stored sample counts only for the very prompt it answered (prompts can change: a new
+    # description in Explain's second pass, a fixed template)
+    done = {
+        r.key: done[r.key]
+        for r in requests
+        if r.key in done and done[r.key].get("prompt_sha") == prompt_sha(r.prompt)
+    }
     todo = [r for r in requests if r.key not in done]
     # Similar lengths together: less padding per batch.
     todo.sort(key=lambda r: len(r.prompt))
@@ -252,6 +279,7 @@ def generate_samples(
                     "settings": tag,
                     "model": model_tag,
                     "completion": text,
+                    "prompt_sha": prompt_sha(request.prompt),
                     "seconds": round(seconds, 3),
                     **(request.meta or {}),
                 }

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..prompts import ALPACA_PREAMBLE, alpaca_prompt, alpaca_response
+from ..prompts import ALPACA_PROMPT_NO_INPUT, alpaca_prompt, alpaca_response
 
 LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
 LANGUAGE_TO_NAME = {
@@ -93,13 +93,6 @@ CPP_INCLUDES = (
     "#include<fstream>",
 )
 
-# Our task names -> the harness's task prefixes.
-HARNESS_TASK = {
-    "synthesize": "humanevalsynthesize",
-    "fix": "humanevalfixtests",
-    "describe": "humanevalexplaindescribe",
-    "explain": "humanevalexplainsynthesize",
-}
 HEP_STYLES = ("wizardcoder", "instruct", "continue")
 
 
@@ -135,7 +128,7 @@ def wrap(style: str, base: str, instruction: str, context: str | None = None) ->
     elif style == "instruct":
         prompt = inp + "\n\n" + base
     elif style == "wizardcoder":
-        prompt = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{inp}\n\n### Response:\n{base}"
+        prompt = ALPACA_PROMPT_NO_INPUT.format(instruction=inp) + base
     else:
         raise ValueError(f"unknown HumanEvalPack prompt style {style!r}; known: {HEP_STYLES}")
     return prompt.strip()
@@ -338,6 +331,36 @@ def mbpp_generation(prompt: str, completion: str, eos_token: str | None = None) 
 def mbpp_program(generation: str, row: Mapping[str, Any]) -> str:
     """What `evaluate.pass_k_evaluation` executes through HF code_eval (decides pass@k)."""
     return generation + "\n" + mbpp_reference_test(row)
+
+
+def fenced_code(text: str) -> str:
+    """The first fenced code block of a chat reply, else the reply itself."""
+    blocks = _FENCE.findall(text)
+    return blocks[0][1] if blocks else text
+
+
+_DEFINITION = {
+    "python": r"(?m)^\s*def\s+{name}\s*\(",
+    "js": r"(?:function\s+{name}\s*\(|(?:const|let|var)\s+{name}\s*=)",
+    "java": r"\b{name}\s*\([^;]*\)\s*(?:throws[^{{]*)?\{{",
+    "go": r"(?m)^func\s+{name}\s*\(",
+    "cpp": r"\b{name}\s*\([^;]*\)\s*\{{",
+    "rust": r"(?m)^\s*(?:pub\s+)?fn\s+{name}\s*[<(]",
+}
+
+
+def defines(code: str, name: str, language: str) -> bool:
+    """Whether `code` defines the function `name` (not only calls it)."""
+    return bool(re.search(_DEFINITION[language].format(name=re.escape(name)), code))
+
+
+def signature_start(base: str, name: str, language: str) -> int | None:
+    """Offset of the line where the prompt's code starts defining `name` (its decorators,
+    docstring comments and the like stay in the header before it)."""
+    matches = list(re.finditer(_DEFINITION[language].format(name=re.escape(name)), base))
+    if not matches:
+        return None
+    return base.rfind("\n", 0, matches[-1].start()) + 1
 
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
