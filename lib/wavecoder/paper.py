@@ -32,6 +32,8 @@ Earlier versions differ: the README of microsoft/WaveCoder and v1-v3 give WaveCo
 
 from __future__ import annotations
 
+from .evaluation.reference import LANGUAGE_TO_NAME, LANGUAGES
+
 PAPER = {
     "arxiv": "2312.14187v5",
     "title": "WaveCoder: Widespread And Versatile Enhancement For Code Large Language Models "
@@ -40,15 +42,8 @@ PAPER = {
     "url": "https://arxiv.org/abs/2312.14187v5",
 }
 
-LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
-LANGUAGE_NAMES = {
-    "python": "Python",
-    "js": "JavaScript",
-    "java": "Java",
-    "go": "Go",
-    "cpp": "C++",
-    "rust": "Rust",
-}
+# the harness's languages and their names: one definition, in evaluation.reference
+LANGUAGE_NAMES = LANGUAGE_TO_NAME
 HUMANEVALPACK_TASKS = ("synthesize", "fix", "explain")
 
 # Where a number comes from. `elsewhere`: True = the paper took it from another report; False =
