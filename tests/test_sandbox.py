@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from wavecoder.evaluation import sandbox as sb
+from wavecoder.evaluation import toolchains
 
 SOLUTION_OK = "def add(a, b):\n    return a + b\n"
 TESTS = [
@@ -191,7 +192,7 @@ def test_no_network_namespace_when_root(box):
 
 
 def test_missing_toolchain_is_skipped_with_reason(monkeypatch):
-    monkeypatch.setattr(sb, "_which", lambda name: None)
+    monkeypatch.setattr(toolchains, "_which", lambda name: None)
     found = sb.detect_toolchains()
     assert not found["js"].available and "node" in found["js"].reason
     with sb.Sandbox(workers=1) as box:
