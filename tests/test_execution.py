@@ -149,22 +149,20 @@ def test_wavecoder_exec_cli(tmp_path, capsys):
     assert printed["pass@1"] == pytest.approx(0.5)
 
 
-def test_zygote_and_per_program_paths_agree(box):
-    """Same verdicts through the slot zygotes and through one interpreter per program."""
+def test_isolated_and_unisolated_paths_agree(box):
+    """Same verdicts inside bubblewrap (when here) and without any OS isolation."""
     b = get_benchmark("humaneval", limit=12)
     samples = _refs(b) + [
         {"task_id": p.task_id, "completion": "    return None\n"} for p in b.problems
     ]
-    before = dict(box.zygote_stats)
-    forked = execute_samples(b, samples, sandbox=box, progress=False)
-    if box.zygote:
-        assert box.zygote_stats["forked"] - before["forked"] == len(samples)
-        assert box.zygote_stats["fallback"] == before["fallback"]
-    with Sandbox(workers=2, zygote=False) as per_program:
-        fresh = execute_samples(b, samples, sandbox=per_program, progress=False)
-        assert per_program.zygote_stats["forked"] == 0
-    assert [r["verdict"] for r in forked] == [r["verdict"] for r in fresh]
-    assert [r["passed"] for r in forked] == [True] * 12 + [False] * 12
+    before = box.zygote_stats["programs"]
+    isolated = execute_samples(b, samples, sandbox=box, progress=False)
+    assert box.zygote_stats["programs"] - before == len(samples)
+    with Sandbox(workers=2, isolate=False) as plain:
+        fresh = execute_samples(b, samples, sandbox=plain, progress=False)
+        assert not plain.isolation["bubblewrap"]
+    assert [r["verdict"] for r in isolated] == [r["verdict"] for r in fresh]
+    assert [r["passed"] for r in isolated] == [True] * 12 + [False] * 12
 
 
 CHAT_FENCE = {"python": "python", "js": "javascript", "java": "java", "go": "go", "cpp": "cpp"}

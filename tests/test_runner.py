@@ -215,7 +215,7 @@ def test_stage_fingerprint_covers_the_code_the_stage_reaches():
     assert {"select.py", "stage_select.py", "filters.py", "config.py"} <= set(select_files)
     assert not any(f.startswith(("evaluation/", "finetune/", "codeocean/")) for f in select_files)
     evaluate_files = stage_sources_sha256(PROJECT / "notebooks" / "04_evaluate.ipynb")
-    assert {"evaluation/sandbox.py", "evaluation/_pyharness.py", "stage_evaluate.py"} <= set(
+    assert {"evaluation/sandbox.py", "evaluation/_pyzygote.py", "stage_evaluate.py"} <= set(
         evaluate_files
     )
     generate_files = stage_sources_sha256(PROJECT / "notebooks" / "02_generate.ipynb")

@@ -79,21 +79,20 @@ HOSTILE = {
     "patch_math": (
         "import math\nmath.isclose = lambda *a, **k: True\ndef add(a, b):\n    return 0\n"
     ),
-    "frame_walk_token": (
-        "import sys\ndef add(a, b):\n    f = sys._getframe(1)\n"
-        "    while f: print(f.f_locals); f = f.f_back\n    return a + b\n"
+    "frame_walk": (
+        "import sys\ndef add(a, b):\n    f = sys._getframe(0)\n"
+        "    while f:\n        f.f_globals.pop('check', None); f = f.f_back\n    return 0\n"
     ),
     "traceback_frame": (
         "def add(a, b):\n    try:\n        1/0\n    except Exception as e:\n"
-        "        f = e.__traceback__.tb_frame.f_back\n        print(f.f_locals)\n    return a + b\n"
+        "        f = e.__traceback__.tb_frame.f_back\n        print(f and f.f_locals)\n"
+        "    return 0\n"
     ),
-    "gc_token": ("import gc\ndef add(a, b):\n    print(len(gc.get_objects()))\n    return a + b\n"),
-    "settrace": ("import sys\nsys.settrace(lambda *a: None)\ndef add(a, b):\n    return a + b\n"),
-    "ctypes": "import ctypes\ndef add(a, b):\n    return a + b\n",
-    "read_proc_mem": ("open('/proc/self/mem', 'rb')\ndef add(a, b):\n    return a + b\n"),
-    "subprocess": (
-        "import subprocess\nsubprocess.run(['true'])\ndef add(a, b):\n    return a + b\n"
-    ),
+    "gc_walk": ("import gc\ndef add(a, b):\n    print(len(gc.get_objects()))\n    return 0\n"),
+    "settrace": ("import sys\nsys.settrace(lambda *a: None)\ndef add(a, b):\n    return 0\n"),
+    "ctypes": "import ctypes\ndef add(a, b):\n    return ctypes.c_int(a + b)\n",
+    "read_proc_mem": ("open('/proc/self/mem', 'rb')\ndef add(a, b):\n    return 0\n"),
+    "subprocess": ("import subprocess\nsubprocess.run(['true'])\ndef add(a, b):\n    return 0\n"),
     "network": (
         "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n"
         "def add(a, b):\n    return a + b\n"
@@ -104,7 +103,7 @@ HOSTILE = {
         "def add(a, b):\n    return a + b\n"
     ),
     "fork_bomb": "import os\nwhile True:\n    os.fork()\n",
-    "kill_parent": "import os\nos.kill(os.getppid(), 9)\ndef add(a, b):\n    return a + b\n",
+    "kill_parent": "import os\nos.kill(os.getppid(), 9)\ndef add(a, b):\n    return 0\n",
     "recursion_crash": (
         "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)\n"
     ),
@@ -142,8 +141,6 @@ def test_parent_and_outside_files_survive(box, tmp_path):
     except Exception as e: print(e)
     try: os.kill(os.getppid(), 9)
     except Exception as e: print(e)
-    try: os.killpg(os.getpgid(os.getppid()), 9)
-    except Exception as e: print(e)
     def add(a, b):
         return a + b
     """
@@ -177,18 +174,26 @@ def test_c_exit_zero_before_tests_fails(box):
     assert box.run(sb.cpp_plan(program)).verdict == "failed"
 
 
-def test_no_network_namespace_when_root(box):
-    if not box.root:
-        pytest.skip("network namespaces need root; the Python guard still denies sockets")
-    assert box.netns
+def test_no_network_and_no_capabilities(box):
+    if not box.bwrap:
+        pytest.skip(f"no bubblewrap sandbox here: {box.bwrap_problem}")
     code = """
-    import socket
-    s = socket.socket
+    import os, socket
     def add(a, b):
+        status = open("/proc/self/status").read()
+        assert "NoNewPrivs:\\t1" in status, status
+        assert "CapEff:\\t0000000000000000" in status, status
+        assert "CapBnd:\\t0000000000000000" in status, status
+        try:
+            socket.create_connection(("127.0.0.1", 22), timeout=1)
+            return 0
+        except OSError:
+            pass
+        assert [n for _, n in socket.if_nameindex()] in (["lo"], [])
         return a + b
     """
-    # the guard denies creating sockets; the namespace has no route anyway
-    assert run_py(box, code + "s()\n").verdict == "failed"
+    outcome = run_py(box, code)
+    assert outcome.passed, outcome
 
 
 def test_missing_toolchain_is_skipped_with_reason(monkeypatch):
@@ -212,79 +217,67 @@ def test_js_console_assert_fails_and_exit_is_not_a_pass(box):
     assert box.run(sb.js_plan(fake)).verdict == "failed"
 
 
-def test_reference_workdir_is_removed(box):
+def test_work_dirs_are_removed(box):
     run_py(box, SOLUTION_OK)
-    assert not any(Path(box.base).glob("s*-*"))
+    if box.language_status("cpp")[0]:
+        box.run(sb.cpp_plan("int main(){ return 0; }\n"))
+    assert not any(Path(box.base).glob("slot*/p-*"))
 
 
-# ---------------------------------------------------------------- the Python zygote (root)
-
-
-@pytest.fixture(scope="module")
-def per_program_box():
-    with sb.Sandbox(workers=1, zygote=False) as sandbox:
-        yield sandbox
+# ---------------------------------------------------------------- the Python zygotes
 
 
 @pytest.fixture
 def one_slot():
-    """One slot, so that every program goes through the same zygote."""
+    """One slot, so that every program goes through the same zygotes."""
     with sb.Sandbox(workers=1) as sandbox:
-        if not sandbox.zygote:
-            pytest.skip("the zygote needs root (a separate uid from the programs)")
         yield sandbox
 
 
 CANONICAL_STATE_CHECK = """
-import math, os, builtins, sys
+import math, os, builtins, sys, glob
 def add(a, b):
     assert math.pi == 3.141592653589793 and math.isclose(1.0, 1.0 + 1e-12)
     assert builtins.AssertionError is AssertionError and sys.exit is not None
-    assert os.listdir(".") == ["spec.bin"], os.listdir(".")  # a fresh work dir
+    assert os.listdir(".") == [], os.listdir(".")  # a fresh work dir
+    assert not glob.glob("/tmp/*") and not glob.glob("/dev/shm/*")
     return a + b
 """
 
 
-def _zygote_pid(box) -> int:
-    (z,) = box._zygotes.values()
-    assert z.proc.poll() is None
-    return z.proc.pid
+def _zygote_pids(box) -> tuple[int, int]:
+    slot = box._slots[0]
+    assert slot.candidate.alive() and slot.harness.alive()
+    return slot.candidate.proc.pid, slot.harness.proc.pid
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_python_never_passes_per_program_path(per_program_box, name):
-    """The fallback path (one interpreter per program) keeps every guard too."""
-    outcome = run_py(per_program_box, HOSTILE[name], wall_s=4.0)
-    assert outcome.verdict != "passed", (name, outcome)
-    assert per_program_box.zygote_stats["forked"] == 0
-
-
-def test_zygote_path_is_used(one_slot):
-    probe = "import os\nprint('ppid', os.getppid(), os.getuid(), flush=True)\n" + SOLUTION_OK
-    outcome = run_py(one_slot, probe)
-    assert outcome.passed, outcome
-    assert one_slot.zygote_stats == {"forked": 1, "fallback": 0, "started": 1}
-    ppid, uid = map(int, outcome.output.split()[1:3])
-    assert ppid == _zygote_pid(one_slot)  # forked by the zygote, not started by us
-    assert uid == one_slot._uid(0) and uid != 0  # as the slot's uid; the zygote stays root
-    assert run_py(one_slot, SOLUTION_OK).passed
-    assert one_slot.zygote_stats == {"forked": 2, "fallback": 0, "started": 1}
-    assert one_slot.isolation["python_zygote"]
+def test_each_program_is_a_fresh_process_of_the_zygote(one_slot):
+    probe = "import os\nprint('pid', os.getpid(), os.getppid(), flush=True)\n" + SOLUTION_OK
+    first = run_py(one_slot, probe)
+    assert first.passed, first
+    pids = _zygote_pids(one_slot)
+    second = run_py(one_slot, probe)
+    assert second.passed and _zygote_pids(one_slot) == pids
+    assert one_slot.zygote_stats["started"] == 2  # candidate and harness, once
+    if one_slot.bwrap:  # its own PID namespace: pid 2 under its init
+        assert first.output.split()[1:3] == ["2", "1"], first.output
 
 
 HOSTILE_TO_ZYGOTE = {
     "fork_bomb": HOSTILE["fork_bomb"],
     "kill_parent": HOSTILE["kill_parent"],
-    "kill_zygote_group": "import os\nos.killpg(os.getpgid(os.getppid()), 9)\n" + SOLUTION_OK,
+    "kill_everything": "import os\nos.kill(-1, 9)\n" + SOLUTION_OK,
     "os_exit0_before_asserts": "import os\ndef add(a, b):\n    os._exit(0)\n",
     "infinite_loop": HOSTILE["infinite_loop"],
     "alloc_10gb": HOSTILE["alloc_10gb"],
-    "patch_modules_then_pass": (
+    "patch_modules": (
         "import math, builtins, sys\nmath.pi = 3\nmath.isclose = lambda *a, **k: False\n"
-        "builtins.AssertionError = KeyError\nsys.exit = None\n" + SOLUTION_OK
+        "builtins.AssertionError = KeyError\nsys.exit = None\ndef add(a, b):\n    return 0\n"
     ),
-    "litter_workdir_and_sleep": (
-        "open('left.txt', 'w').write('x')\nimport time\ntime.sleep(100)\n" + SOLUTION_OK
+    "litter_and_daemon": (
+        "import os, time\nopen('left.txt', 'w').write('x')\nopen('/tmp/left', 'w').write('x')\n"
+        "if os.fork() == 0:\n    os.setsid()\n    time.sleep(100)\n"
+        "def add(a, b):\n    return 0\n"
     ),
 }
 
@@ -293,14 +286,12 @@ HOSTILE_TO_ZYGOTE = {
 def test_hostile_program_cannot_corrupt_the_next_run(one_slot, name):
     good = run_py(one_slot, CANONICAL_STATE_CHECK)
     assert good.passed, good
-    zygote = _zygote_pid(one_slot)
+    pids = _zygote_pids(one_slot)
     bad = run_py(one_slot, HOSTILE_TO_ZYGOTE[name], wall_s=2.0)
     assert bad.verdict != "passed", bad
     after = run_py(one_slot, CANONICAL_STATE_CHECK)
     assert after.passed, (name, bad, after)
-    # the same zygote served all three: the program could not kill or change it
-    assert _zygote_pid(one_slot) == zygote
-    assert one_slot.zygote_stats == {"forked": 3, "fallback": 0, "started": 1}
+    assert _zygote_pids(one_slot) == pids  # the program could not kill or change them
 
 
 def test_dead_zygote_is_replaced(one_slot):
@@ -308,29 +299,37 @@ def test_dead_zygote_is_replaced(one_slot):
     import threading
 
     assert run_py(one_slot, SOLUTION_OK).passed
-    first = _zygote_pid(one_slot)
+    first, _ = _zygote_pids(one_slot)
     os.kill(first, signal.SIGKILL)  # between programs
     assert run_py(one_slot, SOLUTION_OK).passed
-    second = _zygote_pid(one_slot)
-    assert second != first and one_slot.zygote_stats["started"] == 2
-    # during a program: the run is redone the per-program way, the next gets a new zygote
+    second, _ = _zygote_pids(one_slot)
+    assert second != first
+    # during a program: the program is run again on a new zygote
     threading.Timer(0.5, os.kill, (second, signal.SIGKILL)).start()
     slow = run_py(one_slot, "import time\ntime.sleep(1.5)\n" + SOLUTION_OK, wall_s=5.0)
     assert slow.passed, slow
-    assert one_slot.zygote_stats["fallback"] == 1
-    assert run_py(one_slot, SOLUTION_OK).passed
-    assert _zygote_pid(one_slot) not in (first, second)
+    assert _zygote_pids(one_slot)[0] not in (first, second)
 
 
-def test_falls_back_when_the_zygote_cannot_run(one_slot, monkeypatch):
-    one_slot._zygote_failures[0] = sb._ZYGOTE_MAX_FAILURES  # as after repeated failures
-    assert run_py(one_slot, SOLUTION_OK).passed
-    assert run_py(one_slot, "def add(a, b):\n    return a - b\n").verdict == "failed"
-    assert one_slot.zygote_stats == {"forked": 0, "fallback": 2, "started": 0}
+def test_honest_programs_may_use_subprocess_and_mock(one_slot):
+    code = """
+    import subprocess, unittest.mock, sys
+    def add(a, b):
+        out = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True)
+        assert out.stdout == "1\\n", out
+        with unittest.mock.patch("os.getcwd", return_value="x"):
+            pass
+        return a + b
+    """
+    outcome = run_py(one_slot, code)
+    assert outcome.passed, outcome
 
 
-def test_not_root_uses_the_per_program_path():
+def test_without_isolation_the_missing_protections_are_named():
     with sb.Sandbox(workers=1, isolate=False) as box:
-        assert not box.isolation["python_zygote"]
+        assert not box.isolation["bubblewrap"]
+        assert any("bubblewrap" in m for m in box.missing_protections)
         assert run_py(box, SOLUTION_OK).passed
-        assert box.zygote_stats["forked"] == 0
+        assert run_py(box, "def add(a, b):\n    return a - b\n").verdict == "failed"
+    with pytest.raises(RuntimeError, match="require_isolation"):
+        sb.Sandbox(workers=1, isolate=False, require_isolation=True)

@@ -53,7 +53,7 @@ def lib_sources_sha256() -> dict[str, str]:
 
 # Package files a module reads as text or data rather than importing them.
 READ_AS_DATA = {
-    "evaluation/sandbox.py": ("evaluation/_pyharness.py", "evaluation/_pyzygote.py"),
+    "evaluation/sandbox.py": ("evaluation/_pyzygote.py",),
     "codeocean/tasks.py": ("data/tasks/*",),
 }
 

