@@ -245,6 +245,7 @@ CASES = [
         """
         rows, scores, benchmarks, models = [], {BOTH: {}}, {}, []
         cfg = NS(limit=1)
+        isolation = {"missing": [SCRIPT]}
         """,
     ),
 ]

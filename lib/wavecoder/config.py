@@ -339,6 +339,11 @@ class EvaluateParams(_Section):
         "lenient: ours, the first fenced block or the code before trailing prose",
     )
     workers: int | None = Field(default=None, ge=1, description="sandbox workers; null = CPUs")
+    require_isolation: bool = Field(
+        default=False,
+        description="refuse to execute programs when a sandbox protection is missing here "
+        "(no bubblewrap, not root: no cgroups); the stage records what was in force",
+    )
     timeout_s: float = Field(
         default=10.0, gt=0, description="wall-clock seconds per program (MBPP 123 needs ~3 s)"
     )

@@ -12,6 +12,7 @@ from .config import StudyParams
 from .evaluation import BenchmarkUnavailable, execute_samples, get_benchmark, score
 from .evaluation.benchmarks import Benchmark, Problem
 from .evaluation.generate import GenerationRequest
+from .evaluation.sandbox import Sandbox
 from .hashing import sha256_file
 from .jsonl import read_jsonl
 from .prompts import check_style_matches_training
@@ -148,14 +149,21 @@ def explain_second_pass_requests(
     return requests
 
 
+def open_sandbox(cfg: Any) -> Sandbox:
+    """The sandbox stage 04 runs every program in (`evaluate.workers`; with
+    `evaluate.require_isolation` it refuses to start when a protection is missing here)."""
+    return Sandbox(workers=cfg.workers, require_isolation=cfg.require_isolation)
+
+
 def execute_and_score(
     bench: Benchmark,
     samples: list[dict[str, Any]],
     results_path: Path,
-    workers: int | None,
+    sandbox: Sandbox | int | None,
     timeout: float | None,
 ) -> dict[str, Any]:
-    """Run the final-pass samples in the sandbox, write results JSONL, return scores."""
+    """Run the final-pass samples in the sandbox (or on a new one with that many workers),
+    write results JSONL, return scores."""
     rows = [
         {
             "task_id": s["task_id"],
@@ -165,7 +173,9 @@ def execute_and_score(
         }
         for s in samples
     ]
-    results = execute_samples(bench, rows, workers=workers, timeout=timeout)
+    box = sandbox if isinstance(sandbox, Sandbox) else None
+    workers = sandbox if isinstance(sandbox, int) else None
+    results = execute_samples(bench, rows, workers=workers, timeout=timeout, sandbox=box)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     with open(results_path, "w", encoding="utf-8") as handle:
         for row in results:
