@@ -1319,7 +1319,20 @@ EARLY_TOKEN["java"] = """
 """
 
 
-@pytest.mark.parametrize("name", sorted(EARLY_TOKEN))
+# A program that scans its own memory for the token still fakes a pass: the runner shares its
+# process (README, threat model). Kept, strictly expected to fail, so a fix shows up.
+_READS_OWN_MEMORY = pytest.mark.xfail(
+    strict=True, reason="reads its own memory: not contained for compiled languages (README)"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=_READS_OWN_MEMORY) if n == "cpp_default_priority" else n
+        for n in sorted(EARLY_TOKEN)
+    ],
+)
 def test_compiled_code_cannot_take_the_token_early(box, name):
     language = name.split("_")[0]
     need(box, language)

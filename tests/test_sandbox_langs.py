@@ -11,6 +11,7 @@ Canonical solutions pass and buggy ones fail, except where the reference itself 
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -360,3 +361,219 @@ def test_java_exit_status_counts(box):
     assert box.run(sb.java_plan(thrown)).verdict == "failed"
     early = ok.replace("{\n    }", "{ System.exit(0); }")
     assert box.run(sb.java_plan(early)).verdict == "failed"
+
+
+# ---------------------------------------------------------------- programs that fake a pass
+# Most of these passed with the previous runners (run against HEAD's plans.py: JS var/let/
+# class/global/define, C++ constructor/preinit/ifunc, Go import/linkname/flags, all four Rust
+# ones and Java's); the others guard the new runners. None may pass now.
+
+JS_TESTS = (
+    "const testF = () => {\n  console.assert(f() === 1)\n"
+    "  console.assert(JSON.stringify([f()]) === JSON.stringify([1]))\n}\ntestF()\n"
+)
+JS_HOSTILE = {
+    "var": "var console = {assert(){}}\n",
+    "let": "let console = {assert(){}}\n",
+    "class": "class console { static assert() {} }\n",
+    "global": "globalThis.console = {assert(){}}\n",
+    "define": "Object.defineProperty(globalThis, 'console', {value: {assert(){}}})\n",
+    "patch": "console.assert = () => {}\n",
+    "prototype": "Object.getPrototypeOf(console).assert = () => {}\n",
+}
+
+
+def test_js_program_cannot_change_the_tests_console(box):
+    """Whatever the program declares or patches, the tests' console.assert is the runner's."""
+    _require(box, "js")
+    honest = box.run(sb.js_plan("function f(){ return 1 }\n\n" + JS_TESTS))
+    assert honest.passed, honest
+    for name, hostile in JS_HOSTILE.items():
+        outcome = box.run(sb.js_plan(hostile + "function f(){ return 2 }\n\n" + JS_TESTS))
+        assert outcome.verdict == "failed", (name, outcome)
+
+
+# raw system calls (x86_64): reads the token from fd 3, writes the pass line on fd 4, exit(0)
+CPP_STEAL = r"""#include <assert.h>
+static long wc_sc(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+static void steal() {
+    char b[300] = "PASS ";
+    long n = wc_sc(0, 3, (long)(b + 5), 200);
+    if (n > 0) {
+        while (n > 0 && (b[4 + n] == '\n' || b[4 + n] == ' ')) n--;
+        b[5 + n] = '\n';
+        wc_sc(1, 4, (long)b, 6 + n);
+        wc_sc(60, 0, 0, 0);
+    }
+}
+"""
+CPP_HOSTILE = {
+    "constructor": "__attribute__((constructor(0))) static void early() { steal(); }\n",
+    "static": "static int early = (steal(), 0);\n",
+    "preinit": "static void early(int, char **, char **) { steal(); }\n"
+    '__attribute__((used, section(".preinit_array")))\n'
+    "static void (*const p)(int, char **, char **) = early;\n",
+    "ifunc": 'extern "C" void wc_dummy() {}\n'
+    'extern "C" void *wc_resolve() { steal(); return (void *)wc_dummy; }\n'
+    'extern "C" void wc_fn() __attribute__((ifunc("wc_resolve")));\n'
+    # its address in data: resolved while the loader relocates, not at the first call
+    "__attribute__((used)) static void (*wc_ptr)() = wc_fn;\n",
+}
+
+
+def test_cpp_code_before_main_cannot_take_the_token(box):
+    """Constructors, static initialisers, .preinit_array entries and ifunc resolvers of the
+    program run after the runner took the token (or the program is refused)."""
+    _require(box, "cpp")
+    if platform.machine() != "x86_64":
+        pytest.skip("the hostile programs use x86_64 system calls")
+    honest = box.run(sb.cpp_plan(CPP_STEAL + "int main() { assert(1 == 1); }\n"))
+    assert honest.passed, honest
+    for name, hostile in CPP_HOSTILE.items():
+        outcome = box.run(sb.cpp_plan(CPP_STEAL + hostile + "int main() { assert(1 == 2); }\n"))
+        assert outcome.verdict in ("failed", "compile_error"), (name, outcome)
+        if name in ("preinit", "ifunc"):
+            assert outcome.verdict == "compile_error" and "refused" in outcome.output, outcome
+
+
+GO_WRONG = "\nfunc F(x int) int { return x }\n\n" + GO_TEST
+GO_HOSTILE = {
+    # the token package's API, imported
+    "import": GO_HEAD.replace('"testing"', '"testing"\n    "os"\n    "wavecoder/wctoken"')
+    + "\nfunc init() { wctoken.Passed(); os.Exit(0) }\n",
+    # its variable, by linkname
+    "linkname": GO_HEAD.replace('"testing"', '"testing"\n    "os"\n    _ "unsafe"')
+    + "\n//go:linkname stolen wavecoder/wctoken.token\nvar stolen string\n\n"
+    'func init() {\n    if stolen != "" {\n'
+    '        os.NewFile(4, "r").Write([]byte("PASS " + stolen + "\\n"))\n'
+    "        os.Exit(0)\n    }\n}\n",
+    # a package-level variable's initialiser that reads fd 3 itself
+    "initialiser": GO_HEAD.replace('"testing"', '"testing"\n    "os"')
+    + "\nvar stolen = func() int {\n    buf := make([]byte, 256)\n"
+    '    n, _ := os.NewFile(3, "t").Read(buf)\n    if n > 0 {\n'
+    '        os.NewFile(4, "r").Write(append([]byte("PASS "), buf[:n]...))\n'
+    "        os.Exit(0)\n    }\n    return n\n}()\n",
+    # the flags `testing` reads, set before the runner's main: no test runs
+    "flags": GO_HEAD.replace('"testing"', '"testing"\n    "flag"')
+    + '\nfunc init() {\n    testing.Init()\n    flag.Set("test.run", "^$")\n}\n',
+}
+
+
+def test_go_init_code_cannot_take_the_token(box):
+    """The program's var initialisers and init functions run after the token package took the
+    token; it cannot name the token (import, linkname) nor change which tests run."""
+    _require(box, "go")
+    for name, hostile in GO_HOSTILE.items():
+        outcome = box.run(sb.go_plan(hostile + GO_WRONG))
+        assert outcome.verdict in ("failed", "compile_error"), (name, outcome)
+
+
+RUST_STEAL = """
+fn steal() {
+    use std::io::{Read, Write};
+    use std::os::unix::io::FromRawFd;
+    let mut token = String::new();
+    let mut input = unsafe { std::fs::File::from_raw_fd(3) };
+    if input.read_to_string(&mut token).is_ok() && !token.trim().is_empty() {
+        let mut out = unsafe { std::fs::File::from_raw_fd(4) };
+        out.write_all(format!("PASS {}\\n", token.trim()).as_bytes()).ok();
+        std::process::exit(0);
+    }
+    std::mem::forget(input);
+}
+"""
+RUST_HOSTILE = {
+    # the function the tests call reads the token
+    "candidate": RUST_HEAD + RUST_STEAL + "fn f(x: i32) -> i32 { steal(); x - 1 }\n",
+    # a static in .init_array
+    "init_array": RUST_HEAD
+    + RUST_STEAL
+    + 'extern "C" fn early() { steal() }\n#[used]\n#[link_section = ".init_array"]\n'
+    'static EARLY: extern "C" fn() = early;\nfn f(x: i32) -> i32 { x - 1 }\n',
+    # a .preinit_array entry
+    "preinit_array": RUST_HEAD
+    + RUST_STEAL
+    + 'extern "C" fn early() { steal() }\n#[used]\n#[link_section = ".preinit_array"]\n'
+    'static EARLY: extern "C" fn() = early;\nfn f(x: i32) -> i32 { x - 1 }\n',
+    # the arguments, changed before main into a filter that leaves the tests out
+    "arguments": RUST_HEAD
+    + 'extern "C" fn early(argc: i32, argv: *mut *const u8, _env: *const *const u8) {\n'
+    '    if argc >= 3 { unsafe { *argv.add(2) = b"zzzz_wc\\0".as_ptr(); } }\n}\n'
+    '#[used]\n#[link_section = ".init_array"]\n'
+    'static EARLY: extern "C" fn(i32, *mut *const u8, *const *const u8) = early;\n'
+    "fn f(x: i32) -> i32 { x - 1 }\n",
+    # no test harness: the program's own C main returns 0
+    "no_main": "#![no_main]\n"
+    + RUST_HEAD
+    + '#[export_name = "main"]\n'
+    + 'pub extern "C" fn entry(_argc: i32, _argv: *const *const u8) -> i32 { 0 }\n'
+    + "fn f(x: i32) -> i32 { x - 1 }\n",
+}
+
+
+def test_rust_code_cannot_take_the_token(box):
+    """The token is read before any of the program's code (even in .init_array) runs; the
+    program's own .preinit_array entries and `no_main` are refused; its argument changes are
+    undone before the test harness reads them."""
+    _require(box, "rust")
+    for name, hostile in RUST_HOSTILE.items():
+        outcome = box.run(sb.rust_plan(hostile + RUST_TEST))
+        assert outcome.verdict in ("failed", "compile_error"), (name, outcome)
+        if name in ("preinit_array", "no_main"):
+            assert outcome.verdict == "compile_error" and "refused" in outcome.output, outcome
+
+
+JAVA_HIJACK = """import java.nio.file.Files;
+import java.nio.file.Paths;
+
+class java {
+    static class io {
+        static class FileInputStream implements AutoCloseable {
+            byte[] data;
+            boolean done;
+            FileInputStream(String path) throws Exception {
+                data = Files.readAllBytes(Paths.get(path));
+            }
+            int read(byte[] b, int off, int len) {
+                if (done) return -1;
+                done = true;
+                System.arraycopy(data, 0, b, off, data.length);
+                return data.length;
+            }
+            public void close() throws Exception {
+                byte[] line = ("PASS " + new String(data).trim() + "\\n").getBytes();
+                Files.write(Paths.get("/dev/fd/4"), line);
+                Runtime.getRuntime().halt(0);
+            }
+        }
+        static class FileOutputStream implements AutoCloseable {
+            FileOutputStream(String path) {}
+            void write(byte[] b) {}
+            public void close() {}
+        }
+    }
+    static class util {
+        static class Arrays {
+            static byte[] copyOf(byte[] b, int n) { return b; }
+        }
+    }
+}
+
+public class Main {
+    public static void main(String[] args) { throw new AssertionError(); }
+}
+"""
+
+
+def test_java_program_classes_cannot_change_the_runner(box):
+    """A class `java` (or `System`, `String`...) of the program is not in the runner's scope."""
+    _require(box, "java")
+    outcome = box.run(sb.java_plan(JAVA_HIJACK))
+    assert outcome.verdict == "failed", outcome
+    # `class Main` need not be public, as under `java Main`
+    quiet = "class Main {\n    public static void main(String[] args) {}\n}\n"
+    assert box.run(sb.java_plan(quiet)).passed

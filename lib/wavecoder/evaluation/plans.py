@@ -9,6 +9,7 @@ the vet checks of `go test` too), and the npm packages and crates it needs
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -89,36 +90,140 @@ def python_plan(
 
 
 JS_RUNNER = r"""'use strict';
+// Our runner (trusted): it takes the token, then runs test.js as a classic script in a fresh
+// realm (`vm` context) whose `console` and the namespaces the tests compare through are ours
+// and cannot be replaced; a failed `console.assert` is recorded in this closure, which the
+// program cannot reach. The pass line is written only when the whole script ran, no assertion
+// failed, and nothing was thrown.
 const fs = require('fs');
-let token = '';
-try { token = fs.readFileSync(3, 'utf8').trim(); fs.closeSync(3); } catch (e) { process.exit(3); }
-const write = fs.writeSync;
-const strictAssert = function assert(cond, ...msg) {
-  if (!cond) { throw new Error('Assertion failed' + (msg.length ? ': ' + msg.join(' ') : '')); }
-};
-Object.defineProperty(console, 'assert',
-  { value: strictAssert, writable: false, configurable: false });
-// the namespaces tests compare through stay as they are; prototypes are left writable (frozen,
-// `X.prototype.toString = ...` throws: js-md5 does that, and so may a solution)
-for (const o of [JSON, Math, console, Object, Array, String, Number, Boolean]) {
-  Object.freeze(o);
+const vm = require('vm');
+const path = require('path');
+const Module = require('module');
+const writeSync = fs.writeSync;
+const exit = process.exit.bind(process);
+let line = '';
+try {
+  const token = fs.readFileSync(3, 'utf8').trim();
+  fs.closeSync(3);
+  if (!token) exit(3);
+  line = 'PASS ' + token + '\n';
+} catch (e) { exit(3); }
+let failed = false;
+function report(text) {
+  try { writeSync(2, text + '\n'); } catch (e) { /* the sandbox sees the run fail anyway */ }
 }
-require('./test.js');
-write(4, 'PASS ' + token + '\n');
-process.exit(0);
+const file = path.resolve('test.js');
+const source = fs.readFileSync(file, 'utf8');
+const context = vm.createContext();
+const theirs = vm.runInContext('globalThis', context);
+const builtins = new Set(Object.getOwnPropertyNames(theirs));
+// Node's own globals (process, Buffer, timers, URL, TextEncoder...) as a module sees them
+for (const name of Object.getOwnPropertyNames(globalThis)) {
+  if (!builtins.has(name) && name !== 'global') {
+    Object.defineProperty(theirs, name, Object.getOwnPropertyDescriptor(globalThis, name));
+  }
+}
+theirs.global = theirs;
+const mod = new Module(file, null);
+mod.filename = file;
+mod.paths = Module._nodeModulePaths(path.dirname(file));
+mod.loaded = true;
+Object.assign(theirs, {
+  require: Module.createRequire(file),
+  module: mod,
+  exports: mod.exports,
+  __filename: file,
+  __dirname: path.dirname(file),
+});
+// the console the tests use: the real one's printing methods, and an assert that fails the run
+const ourConsole = Object.create(null);
+const consoleNames = Object.getOwnPropertyNames(Object.getPrototypeOf(console))
+  .concat(Object.getOwnPropertyNames(console));
+for (const name of consoleNames) {
+  if (typeof console[name] === 'function') ourConsole[name] = console[name].bind(console);
+}
+ourConsole.assert = function assert(cond, ...data) {
+  if (cond) return;
+  failed = true;
+  let message = 'Assertion failed';
+  try {
+    if (data.length) message += ': ' + data.join(' ');
+  } catch (e) { /* the program's toString */ }
+  throw new Error(message);
+};
+Object.freeze(ourConsole);
+// `var X = ...` of these cannot replace them, `let/const/class X` is a SyntaxError,
+// `X.y = ...` does nothing (their own properties are frozen; prototypes stay writable:
+// `Foo.prototype.toString = ...` must keep working, it does under the metric)
+const fixed = { console: ourConsole };
+for (const name of ['JSON', 'Math', 'Reflect', 'Object', 'Array', 'String', 'Number', 'Boolean',
+  'Symbol', 'Function', 'globalThis', 'isNaN', 'isFinite', 'parseInt', 'parseFloat']) {
+  fixed[name] = theirs[name];
+}
+for (const name of Object.keys(fixed)) {
+  const value = fixed[name];
+  if (name !== 'globalThis' && name !== 'Function') Object.freeze(value);
+  Object.defineProperty(theirs, name,
+    { value, writable: false, enumerable: false, configurable: false });
+}
+let completed = false;
+try {
+  vm.runInContext(source, context, { filename: file });
+  completed = true;
+} catch (e) {
+  failed = true;
+  let text = 'uncaught exception';
+  try { text = String((e && e.stack) || e); } catch (e2) { /* a hostile getter */ }
+  report(text);
+}
+if (completed && !failed) {
+  writeSync(4, line);
+} else {
+  process.exitCode = 1;
+}
+line = '';
 """
 
-JAVA_RUNNER = r"""public class WcRunner {
-    public static void main(String[] args) throws Exception {
+# In package wavecoder.runner, so that the program's classes (default package: a class `java`,
+# `System`, `String`...) are not in scope for it; it reaches `Main` by reflection. javac
+# compiles it with the program, as one more file (the metric: `javac Main.java`).
+JAVA_RUNNER_PATH = "wavecoder/runner/WcRunner.java"
+JAVA_RUNNER = r"""package wavecoder.runner;
+
+// Every type this file names is imported by its full name: a single-type import wins over a
+// type of the same name that a program might add to this package, and the program's classes
+// (default package) are reached only by reflection.
+import java.io.FileInputStream;
+import java.io.FileOutputStream;
+import java.lang.Class;
+import java.lang.Object;
+import java.lang.String;
+import java.lang.System;
+import java.lang.Throwable;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.util.Arrays;
+
+public final class WcRunner {
+    private WcRunner() {}
+
+    public static void main(String[] args) throws Throwable {
         byte[] buf = new byte[256];
         int used = 0;
-        try (java.io.FileInputStream in = new java.io.FileInputStream("/dev/fd/3")) {
+        try (FileInputStream in = new FileInputStream("/dev/fd/3")) {
             int n;  // a pipe: no readAllBytes (it seeks)
             while (used < buf.length && (n = in.read(buf, used, buf.length - used)) > 0) used += n;
         }
-        byte[] token = java.util.Arrays.copyOf(buf, used);
-        Main.main(args);
-        try (java.io.FileOutputStream out = new java.io.FileOutputStream("/dev/fd/4")) {
+        byte[] token = Arrays.copyOf(buf, used);
+        Arrays.fill(buf, (byte) 0);
+        Method main = Class.forName("Main").getMethod("main", String[].class);
+        main.setAccessible(true);  // `class Main` need not be public (`java Main` runs it)
+        try {
+            main.invoke(null, (Object) args);
+        } catch (InvocationTargetException e) {
+            throw e.getCause();  // as `java Main` does: uncaught, exit status 1
+        }
+        try (FileOutputStream out = new FileOutputStream("/dev/fd/4")) {
             out.write(("PASS " + new String(token).trim() + "\n").getBytes());
         }
         System.exit(0);
@@ -126,27 +231,106 @@ JAVA_RUNNER = r"""public class WcRunner {
 }
 """
 
-# Linked with `-Wl,--wrap=main`: the C runtime calls __wrap_main, which runs the program's own,
-# unrenamed main (so `int main(){...}` keeps its implicit `return 0`) and writes the token only
-# when main returned 0: the metric passes a C++ program on exit status 0.
-CPP_RUNNER = r"""#include <string.h>
-#include <unistd.h>
-extern "C" int __real_main(int, char **, char **);
-// plain zero-initialised storage: a std::string would be re-constructed after this runs
-static char __wc_token[300];
-__attribute__((constructor(101))) static void __wc_read_token() {
-    memcpy(__wc_token, "PASS ", 5);
-    size_t used = 5;
-    ssize_t n;
-    while (used < 280 && (n = read(3, __wc_token + used, 280 - used)) > 0) used += (size_t)n;
-    close(3);
-    __wc_token[used++] = '\n';
+# The C/C++ runner: C++ compiles it with the program (as wc_main.cpp), Rust links it as a C
+# object; both link with `-Wl,--wrap=main`, so the C runtime calls __wrap_main, which runs the
+# program's own, unrenamed main (a C++ `int main(){...}` keeps its implicit `return 0`).
+CPP_RUNNER = r"""/* Our runner, linked with `-Wl,--wrap=main` (C++: compiled with the program; Rust:
+   as C, an object of its own). Its one entry in .preinit_array, the first code of the program that
+   runs (a check after linking refuses any other .preinit_array entry and any ifunc), reads
+   the token from fd 3 and closes it; __wrap_main runs the program's main and writes the token
+   on fd 4 only when main returned 0. Raw system calls only: a program that defines read() or
+   write() of its own is never called by this code. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+int __real_main(int, char **, char **);
+int __wrap_main(int, char **, char **);
+#ifdef __cplusplus
 }
-extern "C" int __wrap_main(int argc, char **argv, char **envp) {
-    int rc = __real_main(argc, argv, envp);
-    if (rc == 0 && write(4, __wc_token, strlen(__wc_token)) < 0) return 2;
+#endif
+
+#if defined(__x86_64__)
+#define WC_READ 0
+#define WC_WRITE 1
+#define WC_CLOSE 3
+static long wc_syscall(long n, long a, long b, long c) {
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#elif defined(__aarch64__)
+#define WC_READ 63
+#define WC_WRITE 64
+#define WC_CLOSE 57
+static long wc_syscall(long n, long a, long b, long c) {
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+    return x0;
+}
+#else
+#error "the runner knows the system calls of x86_64 and aarch64 only"
+#endif
+
+#define WC_MAX 256
+static volatile char wc_line[WC_MAX + 8]; /* "PASS <token>\n", internal to this file */
+static volatile long wc_len;
+
+static void wc_read_token(int argc, char **argv, char **envp) {
+    long used = 5, n;
+    (void)argc, (void)argv, (void)envp;
+    wc_line[0] = 'P', wc_line[1] = 'A', wc_line[2] = 'S', wc_line[3] = 'S', wc_line[4] = ' ';
+    while (used < WC_MAX && (n = wc_syscall(WC_READ, 3, (long)(wc_line + used), WC_MAX - used)) > 0)
+        used += n;
+    wc_syscall(WC_CLOSE, 3, 0, 0);
+    while (used > 5 && (wc_line[used - 1] == '\n' || wc_line[used - 1] == ' ')) used--;
+    wc_line[used] = '\n';
+    wc_len = used > 5 ? used + 1 : 0;
+}
+
+__attribute__((used, section(".preinit_array")))
+static void (*const wc_preinit)(int, char **, char **) = wc_read_token;
+
+int __wrap_main(int argc, char **argv, char **envp) {
+    long i, len = wc_len;
+    int rc;
+#ifdef WC_ARGS
+    /* the program's arguments as the plan gives them, whatever code before main did to argv */
+    static const char *const wc_args[] = {WC_ARGS};
+    if (argc != (int)(sizeof wc_args / sizeof wc_args[0])) return 2;
+    for (i = 0; i < argc; i++) argv[i] = (char *)wc_args[i];
+    argv[argc] = 0;
+#endif
+    rc = __real_main(argc, argv, envp);
+    if (rc == 0 && len > 0 && wc_syscall(WC_WRITE, 4, (long)wc_line, len) != len) rc = 2;
+    for (i = 0; i < WC_MAX + 8; i++) wc_line[i] = 0;
     return rc;
 }
+"""
+
+# Run after linking (C++, Rust): the runner's .preinit_array entry must be the only one (ELF
+# runs .preinit_array first, before any constructor or .init_array entry), and the program may
+# define no ifunc (its resolver runs while the loader relocates, before .preinit_array).
+# readelf comes with binutils, which g++ and rustc need to link.
+NATIVE_CHECK = r"""f=$1
+d=$(readelf -W -d "$f") || exit 1
+n=$(printf '%s\n' "$d" | awk '$2 == "(PREINIT_ARRAYSZ)" { print $3 }')
+if [ "$n" != 8 ]; then
+    echo "refused: .preinit_array holds ${n:-no} bytes, only the runner's entry is allowed"
+    exit 1
+fi
+r=$(readelf -W -r "$f") || exit 1
+s=$(readelf -W -s --dyn-syms "$f") || exit 1
+ifuncs=$(printf '%s\n' "$s" | awk '$4 == "IFUNC" && $7 != "UND" { print $8 }')
+if [ -n "$ifuncs" ] || printf '%s\n' "$r" | grep -q IRELATIV; then
+    echo "refused: the program defines an ifunc (its resolver would run before the runner)"
+    exit 1
+fi
 """
 
 GO_ASSERT_SHIM = r"""// Package assert: the part of github.com/stretchr/testify/assert that
@@ -195,43 +379,59 @@ func Equal(t *testing.T, expected, actual interface{}, msgAndArgs ...interface{}
 """
 
 # Imported (blank) by the program's package, so it is initialised before any of the program's
-# code runs: it takes the token from fd 3 and closes it.
+# code (its package-level variables, its init functions): it takes the token from fd 3 and
+# closes it. Nothing in it is exported: only our main pulls the token, by linkname; the
+# program's package may not refer to it (`GO_CHECK`, on the compiled package).
 _GO_TOKEN_PKG = "wavecoder/wctoken"
 GO_TOKEN_SOURCE = r"""package wctoken
 
-import "os"
+import "syscall"
 
 var token = read()
 
 func read() string {
-	f := os.NewFile(3, "token")
 	buf := make([]byte, 256)
-	n, _ := f.Read(buf)
-	f.Close()
-	return string(buf[:n])
+	used := 0
+	for used < len(buf) {
+		n, err := syscall.Read(3, buf[used:])
+		if n <= 0 || err != nil {
+			break
+		}
+		used += n
+	}
+	syscall.Close(3)
+	for used > 0 && (buf[used-1] == '\n' || buf[used-1] == ' ') {
+		used--
+	}
+	return string(buf[:used])
 }
 
-// Passed writes the end-of-tests line.
-func Passed() {
-	out := os.NewFile(4, "result")
-	out.Write([]byte("PASS " + token + "\n"))
+// take hands the token over once (to our main, by linkname) and forgets it.
+func take() string {
+	t := token
+	token = ""
+	return t
 }
 """
 
-RUST_SENTINEL = r"""
-#[cfg(test)]
-mod zzzz_wc_sentinel {
-    #[test]
-    fn zzzz_wc_sentinel() {
-        use std::io::{Read, Write};
-        use std::os::unix::io::FromRawFd;
-        let mut token = String::new();
-        let mut input = unsafe { std::fs::File::from_raw_fd(3) };
-        input.read_to_string(&mut token).ok();
-        let mut out = unsafe { std::fs::File::from_raw_fd(4) };
-        out.write_all(format!("PASS {}\n", token.trim()).as_bytes()).ok();
-    }
+# compiled once per Sandbox into its read-only Go package folder (`sandbox._go_packages`)
+GO_PACKAGES = {
+    "github.com/stretchr/testify/assert": GO_ASSERT_SHIM,
+    _GO_TOKEN_PKG: GO_TOKEN_SOURCE,
 }
+
+# Run on the compiled program package: it may not define or refer to our packages' symbols (a
+# `//go:linkname` to the token's variable or function, or to our main) other than the token
+# package's init task.
+GO_CHECK = r"""set -e
+nm=$(dirname "$1")/nm
+names=$("$nm" "$2" | awk '{ print ($1 == "U") ? $2 : $3 }')
+bad=$(printf '%s\n' "$names" | grep -E '^(wavecoder/|main\.)' \
+    | grep -v -x 'wavecoder/wctoken\.\.inittask' || true)
+if [ -n "$bad" ]; then
+    echo "refused: the program defines or refers to the runner's own symbols:" $bad
+    exit 1
+fi
 """
 
 
@@ -242,10 +442,16 @@ mod zzzz_wc_sentinel {
 CPP_STD = "c++11"  # the metric: `g++ -std=c++11 test.cpp -lcrypto -lssl`, then ./a.out
 
 
+def _native_check(binary: str) -> Step:
+    return Step(["/bin/sh", "-c", NATIVE_CHECK, "sh", binary], COMPILE_LIMITS)
+
+
 def js_plan(program: str) -> Plan:
     """`node test.js`; the metric passes it when it printed nothing at all, on stdout or stderr
     (a failed `console.assert` prints; its exit status is not looked at). npm packages that the
-    references require (js-md5) come from `toolchain_dir()` through NODE_PATH."""
+    references require (js-md5) come from `toolchain_dir()` through NODE_PATH. Our runner runs
+    the file as a script in a realm of its own (`JS_RUNNER`): what the program defines or
+    patches cannot change the tests' `console.assert`."""
     wanted = set(re.findall(r"""require\(\s*['"]([^'"]+)['"]\s*\)""", program))
     needs = tuple(f"npm:{m}" for m in sorted(wanted) if f"npm:{m}" in EXTRAS)
     return Plan(
@@ -259,31 +465,44 @@ def js_plan(program: str) -> Plan:
 
 
 def java_plan(program: str) -> Plan:
-    """`javac Main.java` and `java -cp . Main` (through our runner); passes on exit status 0."""
+    """`javac Main.java` and `java -cp . Main` (through our runner, which calls `Main.main` by
+    reflection); passes on exit status 0."""
     jflags = ["-J-Xmx768m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1"]
     return Plan(
         "java",
-        {"Main.java": program, "WcRunner.java": JAVA_RUNNER},
+        {"Main.java": program, JAVA_RUNNER_PATH: JAVA_RUNNER},
         Step(
-            ["{java}", "-Xmx768m", "-Xss8m", "-XX:+UseSerialGC", "-cp", ".", "WcRunner"],
+            ["{java}", "-Xmx768m", "-Xss8m", "-XX:+UseSerialGC", "-cp", "."]
+            + ["wavecoder.runner.WcRunner"],
             RUN_LIMITS,
         ),
         [
             Step(
-                ["{javac}", *jflags, "-nowarn", "-encoding", "UTF-8", "Main.java", "WcRunner.java"],
+                ["{javac}", *jflags, "-nowarn", "-encoding", "UTF-8", "Main.java"]
+                + [JAVA_RUNNER_PATH],
                 COMPILE_LIMITS,
             )
         ],
     )
 
 
+@functools.cache
+def _include_dirs() -> tuple[str, ...]:
+    """The system header folders, multiarch ones included (`<sys/types.h>` lives in
+    /usr/include/x86_64-linux-gnu on Debian)."""
+    found = ["/usr/local/include", "/usr/include"]
+    found += [str(p) for p in Path("/usr/include").glob("*-linux-gnu*") if p.is_dir()]
+    return tuple(found)
+
+
 def cpp_plan(program: str) -> Plan:
     """`g++ -std=c++11 test.cpp -lcrypto -lssl` and `./a.out`; passes on exit status 0. The
-    program is compiled as it is (its own `main`); our runner wraps `main` at link time."""
+    program is compiled as it is (its own `main`); our runner wraps `main` at link time and
+    reads the token before any of the program's code runs (`CPP_RUNNER`, `NATIVE_CHECK`)."""
     missing = [
         h
         for h in re.findall(r"#include\s*<([^>]+)>", program)
-        if "/" in h and not any(Path(d, h).exists() for d in ("/usr/include", "/usr/local/include"))
+        if "/" in h and not any(Path(d, h).exists() for d in _include_dirs())
     ]
     unavailable = None
     if missing:
@@ -306,7 +525,8 @@ def cpp_plan(program: str) -> Plan:
                     *libs,
                 ],
                 COMPILE_LIMITS,
-            )
+            ),
+            _native_check("a.out"),
         ],
         unavailable,
     )
@@ -328,6 +548,7 @@ _GO_TESTIFY = "github.com/stretchr/testify/assert"
 _GO_TEST_FUNC = re.compile(
     r"(?m)^func\s+(Test(?:[^a-z\W]\w*)?)\s*\(\s*(?:\w+\s+)?\*testing\.T\s*\)"
 )
+GO_RUN_ARGS = ("./program", "-test.v", "-test.paniconexit0", "-test.timeout=20s")
 
 
 def go_import_paths(program: str) -> list[str]:
@@ -383,7 +604,7 @@ def go_plan(program: str) -> Plan:
     return Plan(
         "go",
         files,
-        Step(["./program", "-test.v", "-test.paniconexit0", "-test.timeout=20s"], RUN_LIMITS),
+        Step(list(GO_RUN_ARGS), RUN_LIMITS),
         [
             Step(
                 [
@@ -400,21 +621,14 @@ def go_plan(program: str) -> Plan:
                 ],
                 COMPILE_LIMITS,
             ),
+            Step(
+                ["/bin/sh", "-c", GO_CHECK, "sh", "{compile}", f"{_GO_PKG_PATH}.a"], COMPILE_LIMITS
+            ),
             Step(["{vet}", *GO_TEST_VET_FLAGS, "./vet.cfg"], COMPILE_LIMITS),
             Step(
-                [
-                    "{compile}",
-                    "-p",
-                    "main",
-                    "-complete",
-                    "-I",
-                    "{gopkg}",
-                    "-I",
-                    ".",
-                    "-o",
-                    "wc_main.a",
-                    "wc_main.go",
-                ],
+                # not -complete: the runner declares the token puller without a body (linkname)
+                ["{compile}", "-p", "main", "-I", "{gopkg}", "-I", ".", "-o", "wc_main.a"]
+                + ["wc_main.go"],
                 COMPILE_LIMITS,
             ),
             Step(
@@ -429,52 +643,94 @@ def go_plan(program: str) -> Plan:
 
 def _go_runner(tests: list[str]) -> str:
     listed = ", ".join(f'{{Name: "{t}", F: wcprog.{t}}}' for t in tests)
+    args = ", ".join(json.dumps(a) for a in GO_RUN_ARGS)
     return f"""package main
 
 import (
+    wcflag "flag"
     wcos "os"
+    wcsyscall "syscall"
     wctesting "testing"
     wctestdeps "testing/internal/testdeps"
-    wctoken "{_GO_TOKEN_PKG}"
+    _ "unsafe"
+    _ "{_GO_TOKEN_PKG}"
     wcprog "{_GO_PKG_PATH}"
 )
 
+//go:linkname wcTake {_GO_TOKEN_PKG}.take
+func wcTake() string
+
 func main() {{
+    token := wcTake()
+    // the arguments and flags `testing` reads, whatever the program's init code did to them
+    // (a flag set before now, e.g. after its own testing.Init(), makes the parse fail)
+    wcos.Args = []string{{{args}}}
+    wcflag.CommandLine = wcflag.NewFlagSet(wcos.Args[0], wcflag.ExitOnError)
     m := wctesting.MainStart(wctestdeps.TestDeps{{}},
         []wctesting.InternalTest{{{listed}}}, nil, nil, nil)
-    if m.Run() != 0 {{
+    if m.Run() != 0 || token == "" {{
         wcos.Exit(1)
     }}
-    wctoken.Passed()
+    line := []byte("PASS " + token + "\\n")
+    if n, err := wcsyscall.Write(4, line); err != nil || n != len(line) {{
+        wcos.Exit(2)
+    }}
     wcos.Exit(0)
 }}
 """
+
+
+RUST_RUN_ARGS = ("./program", "--test-threads=1", "-q")
 
 
 def rust_plan(program: str) -> Plan:
     """`cargo check` then `cargo test` of the program as `src/bin/test.rs`, with the metric's
     crates (rand, regex, md5: built once by scripts/toolchains.sh; every Rust declaration `use`s
     them). Here: a type-check as a binary (`fn main` is needed), then the test build with the dev
-    profile's settings; passes when every test passed."""
+    profile's settings, linked with our runner (`CPP_RUNNER` as a C object: it reads the token
+    before any of the program's code runs, and writes it when the test harness's main returned
+    0, i.e. every test passed)."""
     externs = [x for n in ("rand", "regex", "md5") for x in ("--extern", f"{n}={{extern_{n}}}")]
     common = ["{rustc}", "--edition", "2021", "--crate-name", "test", "-A", "warnings"]
     deps = [*externs, "-L", "dependency={crate_deps}"]
+    fixed_args = "-DWC_ARGS=" + ",".join(json.dumps(a) for a in RUST_RUN_ARGS)
+    # `#![no_main]` (or `cfg_attr(..., no_main)`) drops the test harness's main: the program's
+    # own `extern "C" fn main` would return 0 without running a test. No reference program
+    # names it; any that does is refused.
+    refused = (
+        [
+            Step(
+                ["/bin/sh", "-c", "echo 'refused: no_main (the test harness must run)'; exit 1"],
+                COMPILE_LIMITS,
+            )
+        ]
+        if re.search(r"\bno_main\b", program)
+        else []
+    )
     return Plan(
         "rust",
-        {"program.rs": program + "\n" + RUST_SENTINEL},
-        Step(["./program", "--test-threads=1", "-q"], RUN_LIMITS),
+        {"program.rs": program, "wc_rt.c": CPP_RUNNER},
+        Step(list(RUST_RUN_ARGS), RUN_LIMITS),
         [
+            *refused,
             Step(
                 [*common, "--crate-type", "bin", "--emit=metadata", *deps, "-o", "check.rmeta"]
                 + ["program.rs"],
                 COMPILE_LIMITS,
             ),
+            # rustc links with `cc`: it is there wherever Rust programs can be built
+            Step(
+                ["cc", "-c", "-O0", "-fPIC", "-w", fixed_args, "wc_rt.c", "-o", "wc_rt.o"],
+                COMPILE_LIMITS,
+            ),
             Step(
                 [*common, "--test", *deps, "-C", "opt-level=0", "-C", "debuginfo=0"]
                 + ["-C", "debug-assertions=on", "-C", "overflow-checks=on"]
+                + ["-C", "link-arg=wc_rt.o", "-C", "link-arg=-Wl,--wrap=main"]
                 + ["-o", "program", "program.rs"],
                 COMPILE_LIMITS,
             ),
+            _native_check("program"),
         ],
         needs=("rust-crates",),
     )
