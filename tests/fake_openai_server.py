@@ -43,6 +43,18 @@ def _task(prompt: str) -> str:
     return match.group(1).strip() if match else "Code Generation"
 
 
+# a plausible translation per target language (it parses there, as the validators check)
+TRANSLATIONS = {
+    "go": "func {name}() int {{\n\treturn 1\n}}",
+    "java": "static int {name}() {{ return 1; }}",
+    "javascript": "function {name}() {{ return 1; }}",
+    "python": "def {name}():\n    return 1",
+    "c++": "int {name}() {{ return 1; }}",
+    "cpp": "int {name}() {{ return 1; }}",
+    "rust": "fn {name}() -> i32 {{ 1 }}",
+}
+
+
 def codeocean_answer(body: dict[str, Any]) -> str:
     """A plausible case for a generator prompt, an all-yes verdict for a judge prompt."""
     prompt = body["messages"][-1]["content"]
@@ -58,9 +70,12 @@ def codeocean_answer(body: dict[str, Any]) -> str:
         case = ["Summarise the function below.", code, f"It implements {name} for its caller."]
     elif task == "Code Repair":
         buggy = code.replace("return", "return None and", 1)
-        case = ["Fix the bug in this function.", buggy, code + "\nThe return was broken."]
+        case = ["Fix the bug in this function.", buggy, code]
     elif task == "Code Translation":
-        case = ["Translate this Python function into Go.", code, f"func {name}() int {{\n}}"]
+        target = re.search(r"translating it into (\w+)", prompt)
+        target = target.group(1) if target else "Go"
+        translated = TRANSLATIONS.get(target.lower(), TRANSLATIONS["go"]).format(name=name)
+        case = [f"Translate this Python function into {target}.", code, translated]
     else:
         case = [f"Write a function called {name}.", f"Signature: {name}()", code]
     return json.dumps(

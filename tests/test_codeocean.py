@@ -174,3 +174,79 @@ def test_example_db_pools_sampling_and_roundtrip(specs, tmp_path):
     path = db.save(tmp_path / "db.jsonl")
     again = ExampleDB.load(path, pool_size=2)
     assert again.counts() == db.counts()
+
+
+# ---------------------------------------------------------------- code validators
+
+
+@pytest.mark.parametrize(
+    ("code", "language", "ok"),
+    [
+        ("def f(x):\n    return x + 1\n", "python", True),
+        ("It returns the sum of a and b.", "python", False),
+        ("def f(x):\n    return x\nThe return was broken.", "python", False),
+        ("public int add(int a, int b) { return a + b; }", "java", True),  # a bare method
+        ("public int add(int a, int b) { return a + ; }", "java", False),
+        ("func Add(a, b int) int {\n\treturn a + b\n}", "go", True),  # no package clause
+        ("function add(a, b) { return a + b; }", "javascript", True),
+        ("function add(a, b) { return a + b;", "javascript", False),
+        ("def add(a, b)\n  a + b\nend", "ruby", True),
+        ("function add($a, $b) { return $a + $b; }", "php", True),
+        ("int add(int a, int b) { return a + b; }", "cpp", True),
+        ("fn add(a: i32, b: i32) -> i32 { a + b }", "rust", True),
+    ],
+)
+def test_parses_in_each_language(code, language, ok):
+    from wavecoder.codeocean.validators import parses
+
+    assert parses(code, language)[0] is ok
+
+
+def test_parses_says_when_it_has_no_parser():
+    from wavecoder.codeocean.validators import parses
+
+    ok, why = parses("x := 1", "klingon")
+    assert ok is None and "klingon" in why
+
+
+def test_validators_name_what_failed_and_unwrap_fences_once():
+    from wavecoder.codeocean.validators import validate
+
+    fenced = "```python\ndef f(x):\n    return x\n```"
+    case, failed = validate(
+        {"instruction": "Write f.", "information": "", "solution": fenced},
+        "code_generation",
+        "python",
+    )
+    assert failed == [] and case["solution"] == "def f(x):\n    return x"
+    _, failed = validate(
+        {"instruction": "Write f.", "information": "", "solution": "It returns x."},
+        "code_generation",
+        "python",
+    )
+    assert [f["validator"] for f in failed] == ["solution_parses"]
+    buggy = "def f(x):\n    return x - 1\n"
+    _, failed = validate(
+        {"instruction": "Fix it.", "information": buggy, "solution": buggy}, "code_repair", "python"
+    )
+    assert "repair_differs_from_input" in [f["validator"] for f in failed]
+    _, failed = validate(
+        {"instruction": "To Go.", "information": buggy, "solution": "def g(x):\n    return x\n"},
+        "code_translation",
+        "python",
+        "go",
+    )
+    assert failed[0]["validator"] == "translation_parses_in_target"
+    assert "parses as python" in failed[0]["detail"]
+    _, failed = validate(
+        {"instruction": "Sum.", "information": buggy, "solution": "It subtracts.\n```\nx\n```"},
+        "code_summarization",
+        "python",
+    )
+    assert [f["validator"] for f in failed] == ["summary_without_code"]
+    _, failed = validate(
+        {"instruction": "Sum.", "information": buggy, "solution": "It subtracts one from x."},
+        "code_summarization",
+        "python",
+    )
+    assert failed == []

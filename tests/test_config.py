@@ -114,3 +114,23 @@ def test_relative_paths_resolve_against_project_root():
     params = load_params(PROJECT / "params" / "default.yaml")
     assert params.resolve_path("outputs/x") == PROJECT / "outputs" / "x"
     assert params.resolve_path("/abs/y") == Path("/abs/y")
+
+
+@pytest.mark.parametrize(
+    ("name", "global_batch", "learning_rate", "batch_size"),
+    [("paper", 512, 5e-5, 4), ("paper-codellama", 256, 2e-5, 4), ("paper-starcoder", 256, 2e-5, 2)],
+)
+def test_paper_training_batch_and_optimizer(name, global_batch, learning_rate, batch_size):
+    """Section 3.1's global batches (examples), WaveCoder's train.sh optimizer and warmup."""
+    ft = load_params(PROJECT / "params" / f"{name}.yaml").finetune
+    assert ft.global_batch_size == global_batch and ft.learning_rate == learning_rate
+    assert ft.optimizer == "adafactor" and ft.warmup_steps == 15 and ft.lr_scheduler == "linear"
+    assert ft.batch_size == batch_size and ft.method == "full" and ft.epochs == 3
+    # derived at launch: no paper file sets it (default.yaml's 1 is ignored)
+    assert "gradient_accumulation:" not in (PROJECT / "params" / f"{name}.yaml").read_text()
+    assert "512" in (PROJECT / "params" / "paper.yaml").read_text().split("finetune:")[1]
+
+
+def test_global_batch_and_warmup_steps_default_to_the_old_behaviour():
+    ft = load_params(PROJECT / "params" / "default.yaml").finetune
+    assert ft.global_batch_size is None and ft.warmup_steps is None and ft.optimizer == "adamw"

@@ -4,6 +4,7 @@ import gzip
 import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 import polars as pl
 import pytest
@@ -291,3 +292,313 @@ def test_bom_at_the_start_of_a_file_keeps_its_first_record(tmp_path):
         report = LoadReport()
         assert load_codesearchnet(path, report=report, strict=True).height == 2
         assert report.malformed == 0
+
+
+# ---------------------------------------------------------------- CodeSearchNet hub files
+
+
+def _csn_rows(language: str, split: str, n: int, start: int = 0) -> list[dict]:
+    return [
+        record(i, language=language, partition=split, func_name=f"{language}_{split}_{i}")
+        for i in range(start, start + n)
+    ]
+
+
+def _write_csn_zip(root: Path, language: str, parts: dict[str, list[list]]) -> Path:
+    """data/<language>.zip laid out like the original release: one .jsonl.gz per part."""
+    import io
+    import zipfile
+
+    path = root / "data" / f"{language}.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for folder, chunks in parts.items():
+            for n, rows in chunks:
+                buffer = io.StringIO()
+                for row in rows:
+                    buffer.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+                archive.writestr(
+                    f"{language}/final/jsonl/{folder}/{language}_{folder}_{n}.jsonl.gz",
+                    gzip.compress(buffer.getvalue().encode()),
+                )
+        archive.writestr(f"{language}_licenses.pkl", b"not read")
+    return path
+
+
+COMMIT = "c0ffee" * 6 + "abcd"
+
+
+def _hf_row(rec: dict) -> dict:
+    """A row as the HF `code_search_net` features name it (what the parquet files hold)."""
+    return {
+        "repository_name": rec["repo"],
+        "func_path_in_repository": rec["path"],
+        "func_name": rec["func_name"],
+        "whole_func_string": rec["original_string"],
+        "language": rec["language"],
+        "func_code_string": rec["code"],
+        "func_code_tokens": rec["code_tokens"],
+        "func_documentation_string": rec["docstring"],
+        "func_documentation_tokens": rec["docstring_tokens"],
+        "split_name": rec["partition"],
+        "func_code_url": f"https://github.com/{rec['repo']}/blob/{COMMIT}/{rec['path']}#L1",
+    }
+
+
+def _write_csn_parquet(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame([_hf_row(r) for r in rows]).write_parquet(path)
+    return path
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to open a socket fails the test: local folders must be read, not the hub."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("test tried to reach the network")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("WAVECODER_CSN_HUB_DIR", raising=False)
+
+
+def test_hub_zip_layout_reads_the_split_in_part_order(tmp_path, offline):
+    from wavecoder.corpus import load_codesearchnet_hf
+
+    zipped = _write_csn_zip(
+        tmp_path,
+        "python",
+        {
+            "train": [
+                (10, _csn_rows("python", "train", 1, start=20)),
+                (0, _csn_rows("python", "train", 2)),
+                (2, _csn_rows("python", "train", 1, start=10)),
+            ],
+            "valid": [(0, _csn_rows("python", "valid", 3, start=100))],
+            "test": [(0, _csn_rows("python", "test", 1, start=200))],
+        },
+    )
+    report = LoadReport()
+    frame = load_codesearchnet_hf(["python"], "train", report=report, repo_root=tmp_path)
+    assert list(frame.columns[: len(SCHEMA)]) == list(SCHEMA)
+    assert frame.schema["code_tokens"] == pl.List(pl.String)
+    # parts in numeric order (0, 2, 10), not in the archive's or lexical order
+    assert frame["func_name"].to_list() == [
+        "python_train_0",
+        "python_train_1",
+        "python_train_10",
+        "python_train_20",
+    ]
+    assert set(frame["partition"]) == {"train"} and frame["sha"][0] == "abc"
+    assert report.records == 4 and report.malformed == 0
+
+    prov = report.provenance
+    assert prov["repo_id"] == "code-search-net/code_search_net"
+    assert prov["revision"] == f"local:{tmp_path.resolve()}" and prov["source"] == "local"
+    (part,) = prov["parts"]
+    assert part["language"] == "python" and part["format"] == "zip" and part["rows"] == 4
+    (entry,) = part["files"]
+    assert entry["path"] == "data/python.zip" and entry["sha256"] == _sha(zipped)
+    assert entry["bytes"] == zipped.stat().st_size
+    assert entry["members"] == [
+        f"python/final/jsonl/train/python_train_{n}.jsonl.gz" for n in (0, 2, 10)
+    ]
+    assert report.files == [
+        f"hf:code-search-net/code_search_net@local:{tmp_path.resolve()}/data/python.zip"
+    ]
+    assert report.as_metrics()["provenance"] == prov
+    json.dumps(report.as_metrics())  # goes to metrics.json as is
+
+    # HF split names map to the release's folders: validation -> valid
+    valid = load_codesearchnet_hf(["python"], "validation", repo_root=tmp_path)
+    assert valid["func_name"].to_list() == [f"python_valid_{i}" for i in (100, 101, 102)]
+
+
+def test_hub_parquet_layouts_map_to_the_original_schema(tmp_path, offline):
+    from wavecoder.corpus_hub import load_codesearchnet_hub
+
+    conv = _write_csn_parquet(
+        tmp_path / "go" / "train" / "0000.parquet", _csn_rows("go", "train", 2)
+    )
+    _write_csn_parquet(tmp_path / "go" / "validation" / "0000.parquet", _csn_rows("go", "valid", 1))
+    native = _write_csn_parquet(
+        tmp_path / "ruby" / "train-00000-of-00001.parquet", _csn_rows("ruby", "train", 1)
+    )
+    _write_csn_zip(tmp_path, "php", {"train": [(0, _csn_rows("php", "train", 1))]})
+    records, prov = load_codesearchnet_hub(["go", "ruby", "php"], "train", repo_root=tmp_path)
+    assert [r["func_name"] for r in records] == [
+        "go_train_0",
+        "go_train_1",
+        "ruby_train_0",
+        "php_train_0",
+    ]
+    go = records[0]
+    assert set(SCHEMA) <= set(go)
+    assert go["repo"] == "org/repo0" and go["code"].startswith("def f0")
+    assert go["partition"] == "train" and go["sha"] == COMMIT
+    formats = {p["language"]: (p["format"], [f["path"] for f in p["files"]]) for p in prov["parts"]}
+    assert formats == {
+        "go": ("parquet", ["go/train/0000.parquet"]),
+        "ruby": ("parquet", ["ruby/train-00000-of-00001.parquet"]),
+        "php": ("zip", ["data/php.zip"]),
+    }
+    assert prov["parts"][0]["files"][0]["sha256"] == _sha(conv)
+    assert prov["parts"][1]["files"][0]["sha256"] == _sha(native)
+    assert prov["rows"] == 4 and prov["split"] == "train"
+
+
+def test_hub_local_folder_from_the_environment(tmp_path, offline, monkeypatch):
+    from wavecoder.corpus import load_codesearchnet_hf
+
+    _write_csn_zip(tmp_path, "java", {"test": [(0, _csn_rows("java", "test", 2))]})
+    monkeypatch.setenv("WAVECODER_CSN_HUB_DIR", str(tmp_path))
+    report = LoadReport()
+    frame = load_codesearchnet_hf(["java"], "test", report=report)
+    assert frame.height == 2 and report.provenance["source"] == "local"
+
+
+def test_hub_missing_language_split_or_folder_is_named(tmp_path, offline):
+    from wavecoder.corpus import CorpusFormatError
+    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+
+    _write_csn_zip(
+        tmp_path,
+        "python",
+        {"train": [(0, _csn_rows("python", "train", 1) + ["{broken"])]},
+    )
+    with pytest.raises(HubDataUnavailable, match=r"language java, split train.*data/java\.zip"):
+        load_codesearchnet_hub(["python", "java"], "train", repo_root=tmp_path)
+    with pytest.raises(
+        HubDataUnavailable, match=r"data/python\.zip: no python/final/jsonl/test/python_test_<n>"
+    ):
+        load_codesearchnet_hub(["python"], "test", repo_root=tmp_path)
+    with pytest.raises(HubDataUnavailable, match="local repository folder not found"):
+        load_codesearchnet_hub(["python"], repo_root=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown language 'cobol'"):
+        load_codesearchnet_hub(["cobol"], repo_root=tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        load_codesearchnet_hub(["python"], "dev", repo_root=tmp_path)
+    # a malformed line: counted, or an error naming archive, member and line when strict
+    report = LoadReport()
+    records, _ = load_codesearchnet_hub(["python"], repo_root=tmp_path, report=report)
+    assert len(records) == 1 and report.malformed == 1
+    assert (
+        "data/python.zip!python/final/jsonl/train/python_train_0.jsonl.gz:2"
+        in (report.malformed_positions[0])
+    )
+    with pytest.raises(CorpusFormatError, match=r"python_train_0\.jsonl\.gz:2: invalid JSON"):
+        load_codesearchnet_hub(["python"], repo_root=tmp_path, strict=True)
+
+
+class _FakeHub:
+    """Stands in for huggingface_hub: `refs` maps a revision to (commit, {path: local file})."""
+
+    def __init__(
+        self, refs: dict[str, tuple[str, dict[str, Path]]], lfs: dict[str, str] | None = None
+    ):
+        self.refs = refs
+        self.lfs = lfs or {}
+        self.downloads: list[tuple[str, str]] = []
+
+    def install(self, monkeypatch):
+        import huggingface_hub
+
+        class RevisionNotFoundError(Exception):  # recognised by name, as the hub's is
+            pass
+
+        hub = self
+
+        class Api:
+            def dataset_info(self, repo_id, revision=None, files_metadata=False):
+                assert repo_id == "code-search-net/code_search_net" and files_metadata
+                if revision not in hub.refs:
+                    raise RevisionNotFoundError(f"no revision {revision}")
+                sha, files = hub.refs[revision]
+                siblings = [
+                    NS(
+                        rfilename=name,
+                        lfs=NS(sha256=hub.lfs.get(name, _sha(path)))
+                        if name.endswith(".zip")
+                        else None,
+                    )
+                    for name, path in files.items()
+                ]
+                return NS(sha=sha, siblings=siblings)
+
+        def download(repo_id, filename, repo_type=None, revision=None, cache_dir=None):
+            hub.downloads.append((filename, revision))
+            for sha, files in hub.refs.values():
+                if sha == revision:
+                    return str(files[filename])
+            raise AssertionError(f"download at an unresolved revision {revision}")
+
+        monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+
+
+def test_hub_prefers_the_zips_and_records_the_commit(tmp_path, offline, monkeypatch):
+    from wavecoder.corpus_hub import load_codesearchnet_hub
+
+    zipped = _write_csn_zip(
+        tmp_path / "main", "python", {"train": [(0, _csn_rows("python", "train", 2))]}
+    )
+    conv = _write_csn_parquet(
+        tmp_path / "conv" / "python" / "train" / "0000.parquet", _csn_rows("python", "train", 5)
+    )
+    main_files = {"code_search_net.py": tmp_path / "main" / "script", "data/python.zip": zipped}
+    hub = _FakeHub(
+        {
+            "main": ("a" * 40, main_files),
+            "refs/convert/parquet": ("b" * 40, {"python/train/0000.parquet": conv}),
+        }
+    )
+    hub.install(monkeypatch)
+    records, prov = load_codesearchnet_hub(["python"], "train")
+    assert len(records) == 2 and hub.downloads == [("data/python.zip", "a" * 40)]
+    assert prov["requested_revision"] == "main" and prov["revision"] == "a" * 40
+    part = prov["parts"][0]
+    assert part["ref"] == "main" and part["source"] == "hub" and part["format"] == "zip"
+    assert part["files"][0]["sha256"] == _sha(zipped)
+
+    # a revision without the data files (only the loading script): the parquet conversion
+    hub.refs["old"] = ("c" * 40, {"code_search_net.py": tmp_path / "main" / "script"})
+    records, prov = load_codesearchnet_hub(["python"], "train", revision="old")
+    assert len(records) == 5
+    assert prov["parts"][0]["ref"] == "refs/convert/parquet" and prov["revision"] == "b" * 40
+
+    # neither: the error names both revisions and the layouts tried
+    del hub.refs["refs/convert/parquet"]
+    from wavecoder.corpus_hub import HubDataUnavailable
+
+    with pytest.raises(
+        HubDataUnavailable,
+        match=r"old \(commit c{40}\) nor at refs/convert/parquet \(no such revision\)"
+        r".*data/python\.zip",
+    ):
+        load_codesearchnet_hub(["python"], "train", revision="old")
+
+
+def test_hub_sha256_mismatch_with_the_hub_is_an_error(tmp_path, offline, monkeypatch):
+    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+
+    zipped = _write_csn_zip(tmp_path, "ruby", {"train": [(0, _csn_rows("ruby", "train", 1))]})
+    hub = _FakeHub({"main": ("d" * 40, {"data/ruby.zip": zipped})}, lfs={"data/ruby.zip": "0" * 64})
+    hub.install(monkeypatch)
+    with pytest.raises(HubDataUnavailable, match="differs from the hub's 0000"):
+        load_codesearchnet_hub(["ruby"])
+
+
+def test_hub_offline_without_a_cached_copy_says_so(tmp_path, offline):
+    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+
+    with pytest.raises(HubDataUnavailable, match=r"hub is unreachable.*WAVECODER_CSN_HUB_DIR"):
+        load_codesearchnet_hub(["python"], cache_dir=tmp_path / "cache")

@@ -439,6 +439,10 @@ class SeenSettings(TrainerCallback):
             self.checkpointing = model.is_gradient_checkpointing
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in model.parameters())
+        optimizer = kwargs.get("optimizer")
+        self.optimizer = type(getattr(optimizer, "optimizer", optimizer)).__name__
+        self.accumulation = args.gradient_accumulation_steps
+        self.warmup = args.get_warmup_steps(state.max_steps)
 
 
 def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, tmp_path):
@@ -461,6 +465,9 @@ def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, 
             "finetune.epochs": 1,
             "finetune.max_seq_length": 128,
             "finetune.validation_fraction": 0.1,
+            # 512 examples and 15 warmup steps would be one step of zero learning rate here
+            "finetune.global_batch_size": 8,
+            "finetune.warmup_steps": 1,
         },
     )
     seen = SeenSettings()
@@ -468,6 +475,8 @@ def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, 
     result = T.finetune(params, out, progress=False, callbacks=[seen])
 
     assert seen.bf16 and seen.checkpointing and seen.trainable == seen.total  # full, bf16, ckpt
+    assert seen.optimizer == "Adafactor"  # paper.yaml: WaveCoder's train.sh optimizer
+    assert result.batch["global_batch_size"] == 8 and result.batch["packing"]
     assert result.method == "full" and result.distributed == "NO" and result.processes == 1
     assert result.data["validation_records"] == 4 and result.data["packing"]
     log = T.read_log(out / T.TRAIN_LOG)
@@ -599,3 +608,105 @@ def test_generation_text_is_the_decoded_sequence_after_the_decoded_prompt(tiny_m
     assert gen._completion(ids, mask, torch.cat([ids, new])) == "\n    return x  # done"
     texts = gen.complete(["a", "def g():"], 40, (), finished=lambda text: len(text) >= 3)
     assert len(texts) == 2 and all(3 <= len(t) < 40 for t in texts)
+
+
+# ---------------------------------------------------------------- global batch, optimizer
+
+
+def batch_params(**finetune):
+    overrides = {f"finetune.{k}": v for k, v in finetune.items()}
+    return load_params(SMOKE, overrides).finetune
+
+
+@pytest.mark.parametrize(("processes", "accumulation"), [(1, 128), (2, 64), (8, 16)])
+def test_global_batch_unpacked_is_batch_times_processes_times_accumulation(processes, accumulation):
+    ft = batch_params(batch_size=4, global_batch_size=512, gradient_accumulation=3)
+    plan = T.plan_batch(ft, processes, 20000, 20000, packed=False)
+    assert plan.gradient_accumulation == accumulation  # finetune.gradient_accumulation ignored
+    assert plan.rows_per_step == 512 and plan.examples_per_row == 1.0
+    assert plan.steps_per_epoch == 40  # ceil(20000 / 512)
+    assert plan.examples_per_step == pytest.approx(500.0)  # the last step holds 32
+    assert plan.as_metrics()["unit"] == "examples"
+
+
+@pytest.mark.parametrize(
+    ("processes", "accumulation", "steps"), [(1, 32, 40), (2, 16, 40), (8, 4, 40)]
+)
+def test_global_batch_packed_counts_examples_per_row(processes, accumulation, steps):
+    # 20,000 examples in 5,000 packed rows: 4 examples a row, so 128 rows make 512 examples
+    ft = batch_params(batch_size=4, global_batch_size=512)
+    plan = T.plan_batch(ft, processes, 20000, 5000, packed=True)
+    assert plan.gradient_accumulation == accumulation
+    assert plan.rows_per_step == 128 and plan.steps_per_epoch == steps
+    assert plan.examples_per_step == pytest.approx(500.0)
+    assert plan.as_metrics()["examples_per_row"] == 4.0
+
+
+def test_global_batch_packed_rounds_to_the_nearest_mean_and_caps_at_one_epoch():
+    ft = batch_params(batch_size=4, global_batch_size=512)
+    # 3.3 examples a row on 8 processes: 4.84 micro-batches a step; 5 (37 steps an epoch)
+    # averages 527 examples a step, 4 (47 steps) 415: 5 is nearer
+    plan = T.plan_batch(ft, 8, 19500, 5900, packed=True)
+    assert plan.gradient_accumulation == 5 and plan.micro_batches_per_epoch == 185
+    assert abs(plan.examples_per_step - 512) < 0.05 * 512
+    # fewer examples than one global batch: every row in one step
+    small = T.plan_batch(ft, 1, 36, 12, packed=True)
+    assert (small.gradient_accumulation, small.steps_per_epoch) == (3, 1)
+    assert small.examples_per_step == 36
+    # without global_batch_size: batch_size x gradient_accumulation rows, as before
+    plain = T.plan_batch(batch_params(batch_size=4, gradient_accumulation=2), 2, 100, 30, True)
+    assert plain.gradient_accumulation == 2 and plain.rows_per_step == 16
+    assert plain.global_batch_size is None and plain.steps_per_epoch == 2
+
+
+def test_global_batch_that_does_not_divide_names_the_three_numbers():
+    ft = batch_params(batch_size=4, global_batch_size=100)
+    with pytest.raises(T.FinetuneError) as err:
+        T.plan_batch(ft, 8, 1000, 1000, packed=False)
+    message = str(err.value)
+    assert "global_batch_size=100" in message and "batch_size=4" in message
+    assert "8 processes" in message and "96 or 128" in message
+
+
+def test_world_size_comes_from_the_launcher(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert T.launch_world_size() == 8
+    monkeypatch.delenv("WORLD_SIZE")
+    assert T.launch_world_size() == 1
+
+
+def test_warmup_steps_override_the_ratio_and_adafactor_is_transformers(tmp_path):
+    ft = batch_params(warmup_ratio=0.1, warmup_steps=15, optimizer="adafactor")
+    args = T.training_arguments(ft, tmp_path, 0, False, False, gradient_accumulation=7)
+    assert args.get_warmup_steps(1000) == 15 and args.optim == "adafactor"
+    assert args.gradient_accumulation_steps == 7
+    ratio = T.training_arguments(batch_params(warmup_ratio=0.1), tmp_path, 0, False, False)
+    assert ratio.get_warmup_steps(1000) == 100 and ratio.optim == "adamw_torch"
+
+
+def test_tiny_run_with_adafactor_and_a_global_batch(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(8))
+    params = tiny_params(
+        tiny_model_dir,
+        data,
+        max_steps=3,
+        packing=False,
+        batch_size=2,
+        global_batch_size=4,
+        optimizer="adafactor",
+        warmup_steps=1,
+        lr_scheduler="linear",
+    )
+    seen = SeenSettings()
+    out = tmp_path / "03_finetune"
+    result = T.finetune(params, out, progress=False, callbacks=[seen])
+    assert seen.optimizer == "Adafactor" and seen.accumulation == 2 and seen.warmup == 1
+    assert result.global_step == 3 and result.last_loss < result.first_loss
+    expected = {"global_batch_size": 4, "gradient_accumulation": 2, "rows_per_step": 4}
+    assert expected.items() <= result.batch.items()
+    assert result.batch["examples_per_step"] == 4.0 and result.batch["steps_per_epoch"] == 2
+    saved = json.loads((out / "train_metrics.json").read_text())["batch"]
+    info = json.loads((out / T.MODEL_INFO).read_text())
+    assert saved == info["batch"] == result.batch and info["optimizer"] == "adafactor"
+    log = [e for e in T.read_log(out / T.TRAIN_LOG) if e["kind"] == "train"]
+    assert log[0]["learning_rate"] == 0.0 and log[1]["learning_rate"] > 0  # 1 warmup step

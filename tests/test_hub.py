@@ -13,8 +13,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from wavecoder.evaluation import hub
-from wavecoder.evaluation.hub import (
+from wavecoder import hub
+from wavecoder.hub import (
     HUMANEVALPACK_FEATURES,
     HUMANEVALPACK_LANGUAGES,
     HubDataUnavailable,

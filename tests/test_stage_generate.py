@@ -287,3 +287,71 @@ def test_notebook_through_the_runner(tmp_path):
     ):
         assert (out / name).exists(), name
     assert "02_generate" in proc.stdout
+
+
+def test_funnel_counts_validator_and_judge_rejections_per_task():
+    from types import SimpleNamespace
+
+    from wavecoder.report import funnel_rows
+
+    records = [
+        {"task": "code_generation", "status": "accepted", "reason": "judge_accepted"},
+        {"task": "code_generation", "status": "rejected", "reason": "validator:solution_parses"},
+        {
+            "task": "code_generation",
+            "status": "rejected",
+            "reason": "validator:solution_parses",
+            "judge_accepted": True,
+        },
+        {"task": "code_generation", "status": "rejected", "reason": "judge_rejected:x"},
+        {"task": "code_repair", "status": "failed", "reason": "generator_failed:timeout"},
+        {"task": "code_repair", "status": "rejected", "reason": "prefilter:missing_solution"},
+    ]
+    funnel = sg.funnel_by_task(SimpleNamespace(records=records))
+    gen = funnel["code_generation"]
+    assert (gen["items"], gen["accepted"], gen["validators"], gen["judge_rejected"]) == (4, 1, 2, 1)
+    assert gen["validator:solution_parses"] == 2 and gen["validators_judge_accepted"] == 1
+    assert (
+        funnel["code_repair"]["generator_failed"] == 1 and funnel["code_repair"]["prefilter"] == 1
+    )
+    # every item ends in exactly one step
+    for counts in funnel.values():
+        steps = sum(counts[s] for s in sg.FUNNEL_STEPS if s != "items")
+        assert steps == counts["items"]
+    rows = {r["task"]: r for r in funnel_rows(funnel)}
+    assert rows["code_generation"]["validator checks failed"] == "solution_parses 2"
+    assert rows["code_repair"]["of which the judge accepted"] == "not asked"
+
+
+def test_validators_reject_before_the_judge_and_audit_mode_asks_it(tmp_path):
+    """Stage 02 with the fake server: a repair whose solution carries trailing prose is
+    stopped by the validators without a judge call; with the audit option the judge is asked
+    (and accepts it), the case stays rejected and is counted."""
+    from .fake_openai_server import codeocean_answer
+
+    def prose_repairs(body):
+        reply = json.loads(codeocean_answer(body))
+        if reply.get("task_name") == "Code Repair":
+            reply["solution"] += "\nThe return was broken."
+        return json.dumps(reply)
+
+    for audit in (False, True):
+        run_dir = make_run_dir(tmp_path / f"a{audit}", [code(i) for i in range(4)])
+        with FakeOpenAI(answer=prose_repairs) as server:
+            params = wc.load_params(
+                PROJECT / "params/smoke.yaml",
+                overrides=fake_overrides(
+                    server.base_url, **{"generate.judge_validator_rejects": audit}
+                ),
+            )
+            run, out, _ = run_stage(params, run_dir)
+        repairs = [r for r in run.records if r["task"] == "code_repair"]
+        assert repairs and all(r["reason"] == "validator:solution_parses" for r in repairs)
+        assert all((r.get("judge") is not None) == audit for r in repairs)
+        funnel = sg.funnel_by_task(run)["code_repair"]
+        assert funnel["validators"] == len(repairs)
+        assert funnel.get("validators_judge_accepted", 0) == (len(repairs) if audit else 0)
+        rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
+        assert {
+            r["validators"][0]["validator"] for r in rejected if r["task"] == "code_repair"
+        } == {"solution_parses"}

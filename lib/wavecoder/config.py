@@ -61,6 +61,14 @@ class CorpusParams(_Section):
     )
     hf_languages: list[str] = Field(default_factory=lambda: ["python"])
     hf_split: str = "train"
+    hf_revision: str | None = Field(
+        default="17cab03e728f4b006c30823e1016d6d678c24f5d",
+        description="commit of code-search-net/code_search_net whose data files are read (the "
+        "one that added data/<lang>.zip); null = the main branch as it is today",
+    )
+    hf_local_dir: str | None = Field(
+        default=None, description="a local folder laid out like that hub repository (a mirror)"
+    )
     strict: bool = Field(default=False, description="a malformed line is an error, not a skip")
     harvest: HarvestParams = Field(default_factory=HarvestParams)
 
@@ -220,6 +228,16 @@ class GenerateParams(_Section):
     require_all_rules: bool = Field(
         default=True, description="accept only when the overall verdict and every rule say yes"
     )
+    validators: bool = Field(
+        default=True,
+        description="code checks before the judge (beyond the paper): solutions parse in their "
+        "language, translations in the target, repairs differ, summaries hold no code",
+    )
+    judge_validator_rejects: bool = Field(
+        default=False,
+        description="ask the judge about cases the validators rejected too (extra calls), to "
+        "count how many of them the judge would have accepted",
+    )
     translation_targets: list[str] = Field(
         default_factory=lambda: ["python", "java", "javascript", "go", "cpp", "rust"]
     )
@@ -278,14 +296,33 @@ class FinetuneParams(_Section):
     epochs: float = Field(default=2.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="overrides epochs when set")
     learning_rate: float = Field(default=2e-4, gt=0)
-    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    optimizer: Literal["adamw", "adafactor"] = Field(
+        default="adamw",
+        description="adamw (torch), or adafactor (transformers' optim='adafactor': fixed lr, "
+        "no relative step, as WaveCoder's train.sh)",
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    warmup_steps: int | None = Field(
+        default=None, ge=0, description="warmup in optimizer steps; overrides warmup_ratio when set"
+    )
     max_grad_norm: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=4, ge=1, description="rows per device per micro-batch")
     eval_batch_size: int | None = Field(default=None, ge=1, description="null = batch_size")
-    gradient_accumulation: int = Field(default=1, ge=1)
+    gradient_accumulation: int = Field(
+        default=1,
+        ge=1,
+        description="micro-batches per optimizer step; ignored (derived) when "
+        "global_batch_size is set",
+    )
+    global_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="examples per optimizer step over all processes; the accumulation is derived "
+        "at launch (batch_size x processes x accumulation; with packing, rows x examples per "
+        "row, to the nearest whole accumulation); null = batch_size x gradient_accumulation rows",
+    )
     bf16: bool = Field(default=False, description="bf16 autocast where the device supports it")
     gradient_checkpointing: bool = False
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads; null = torch's")

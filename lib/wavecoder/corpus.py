@@ -56,14 +56,19 @@ class LoadReport:
     records: int = 0
     malformed: int = 0
     malformed_positions: list[str] = field(default_factory=list)  # first few 'file:line: why'
+    # where hub data came from (repo, resolved commit, files with sha256); see corpus_hub
+    provenance: dict[str, Any] | None = None
 
     def as_metrics(self) -> dict[str, Any]:
-        return {
+        metrics = {
             "files": len(self.files),
             "records": self.records,
             "malformed_lines": self.malformed,
             "malformed_first": self.malformed_positions,
         }
+        if self.provenance is not None:
+            metrics["provenance"] = self.provenance
+        return metrics
 
 
 def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -114,36 +119,44 @@ def _check_record(obj: Any) -> str | None:
 
 
 def _iter_file(path: Path, strict: bool, report: LoadReport) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        yield from _iter_handle(handle, str(path), strict, report)
+
+
+def _iter_handle(
+    handle: Any, where: str, strict: bool, report: LoadReport
+) -> Iterator[dict[str, Any]]:
+    """Records from an open text handle of JSON lines; `where` names it in messages."""
+
     def bad(lineno: int, why: str) -> None:
         if strict:
-            raise CorpusFormatError(f"{path}:{lineno}: {why}")
+            raise CorpusFormatError(f"{where}:{lineno}: {why}")
         report.malformed += 1
         if len(report.malformed_positions) < 5:
-            report.malformed_positions.append(f"{path}:{lineno}: {why}")
+            report.malformed_positions.append(f"{where}:{lineno}: {why}")
 
-    with _open_text(path) as handle:
-        lineno = 0
-        while True:
-            lineno += 1
-            try:
-                line = handle.readline()
-            except (UnicodeDecodeError, EOFError, OSError) as exc:
-                bad(lineno, f"unreadable: {exc}")
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad(lineno, f"invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            why = _check_record(obj)
-            if why:
-                bad(lineno, why)
-                continue
-            yield obj
+    lineno = 0
+    while True:
+        lineno += 1
+        try:
+            line = handle.readline()
+        except (UnicodeDecodeError, EOFError, OSError) as exc:
+            bad(lineno, f"unreadable: {exc}")
+            return
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad(lineno, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        why = _check_record(obj)
+        if why:
+            bad(lineno, why)
+            continue
+        yield obj
 
 
 def _normalise(obj: dict[str, Any]) -> dict[str, Any]:
@@ -212,18 +225,44 @@ def load_codesearchnet(
 
 
 def load_codesearchnet_hf(
-    languages: list[str], split: str = "train", report: LoadReport | None = None
+    languages: list[str],
+    split: str = "train",
+    report: LoadReport | None = None,
+    *,
+    revision: str | None = None,
+    repo_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    strict: bool = False,
 ) -> pl.DataFrame:
-    """The HF dataset `code_search_net` (needs the hub), mapped to the original schema."""
-    from datasets import load_dataset
+    """CodeSearchNet from the hub repository `code-search-net/code_search_net` (alias
+    `code_search_net`), in the original schema, read from its data files (not its loading
+    script, which `datasets` >= 4 no longer runs); see `corpus_hub`.
+
+    `revision`: a branch, tag or commit (default `main`); `repo_root`, or the environment
+    variable `WAVECODER_CSN_HUB_DIR`: a local folder laid out like the repository, read instead
+    of the hub. The repository, the commit it resolved to and the sha256 of every file read go
+    to `report.provenance` (and so to the stage's metrics). Raises `corpus_hub.HubDataUnavailable`
+    naming language, split, files and revision when something cannot be read.
+    """
+    from . import corpus_hub
 
     report = report if report is not None else LoadReport()
-    frames = []
-    for language in languages:
-        dataset = load_dataset("code_search_net", language, split=split)
-        frames.append(hf_to_frame(dataset))
-        report.files.append(f"hf:code_search_net/{language}/{split}")
-    frame = pl.concat(frames, how="diagonal_relaxed") if frames else records_to_frame([])
+    records, provenance = corpus_hub.load_codesearchnet_hub(
+        languages,
+        split,
+        revision=revision,
+        repo_root=repo_root,
+        cache_dir=cache_dir,
+        strict=strict,
+        report=report,
+    )
+    report.files.extend(
+        f"hf:{part['repo_id']}@{part['revision']}/{entry['path']}"
+        for part in provenance["parts"]
+        for entry in part["files"]
+    )
+    report.provenance = provenance
+    frame = records_to_frame(records)
     report.records = frame.height
     return frame
 
@@ -243,16 +282,19 @@ _HF_COLUMNS = {
 }
 
 
+def hf_record(row: dict[str, Any]) -> dict[str, Any]:
+    """One row in the HF `code_search_net` schema -> a record in the original schema (not yet
+    normalised); `sha` is taken from the commit in `func_code_url`, which the HF schema drops."""
+    record = {_HF_COLUMNS.get(k, k): v for k, v in row.items()}
+    url = record.get("url") or ""
+    match = re.search(r"/blob/([0-9a-f]{7,40})/", url)
+    record.setdefault("sha", match.group(1) if match else None)
+    return record
+
+
 def hf_to_frame(rows: Iterable[dict[str, Any]]) -> pl.DataFrame:
     """Rows of the HF `code_search_net` dataset -> the original CodeSearchNet schema."""
-    records = []
-    for row in rows:
-        record = {_HF_COLUMNS.get(k, k): v for k, v in row.items()}
-        url = record.get("url") or ""
-        match = re.search(r"/blob/([0-9a-f]{7,40})/", url)
-        record.setdefault("sha", match.group(1) if match else None)
-        records.append(_normalise(record))
-    return records_to_frame(records)
+    return records_to_frame([_normalise(hf_record(row)) for row in rows])
 
 
 # ---------------------------------------------------------------- harvesting

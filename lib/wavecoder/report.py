@@ -625,6 +625,34 @@ def _base_model_of_run(run_dir: Path) -> str | None:
     return str(value) if value else None
 
 
+def funnel_rows(funnel: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Stage 02 per task: where the items ended, and which validator checks failed."""
+    rows = []
+    for task, counts in sorted(funnel.items()):
+        checks = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("validator:")}
+        rows.append(
+            {
+                "task": task,
+                "items": counts.get("items", 0),
+                "generator failed / unparseable": counts.get("generator_failed", 0)
+                + counts.get("unparseable", 0),
+                "prefilter": counts.get("prefilter", 0),
+                "validators": counts.get("validators", 0),
+                "of which the judge accepted": counts.get("validators_judge_accepted", "not asked"),
+                "judge rejected": counts.get("judge_rejected", 0),
+                "judge failed": counts.get("judge_failed", 0),
+                "accepted": counts.get("accepted", 0),
+                "validator checks failed": ", ".join(f"{k} {v}" for k, v in sorted(checks.items()))
+                or "-",
+            }
+        )
+    return rows
+
+
+def funnel_section(funnel: dict[str, dict[str, int]]) -> str:
+    return "<h3>Where the cases ended, per task</h3>" + _table(funnel_rows(funnel))
+
+
 def build_report(run_dir: str | Path, out_path: str | Path, title: str = "WaveCoder study") -> Path:
     """Write one self-contained HTML file (figures inlined) for the whole run."""
     run_dir = Path(run_dir)
@@ -649,6 +677,8 @@ def build_report(run_dir: str | Path, out_path: str | Path, title: str = "WaveCo
             + f", git {html.escape(str((manifest.get('git') or {}).get('commit', ''))[:10])}"
             + f', notebook <a href="{name}/{name}.html">{name}.html</a></span></p>'
         )
+        if name == "02_generate" and metrics.get("funnel_by_task"):
+            parts.append(funnel_section(metrics["funnel_by_task"]))
         parts.extend(_figure(p) for p in info["figures"])
     body = "\n".join(parts)
     doc = (

@@ -182,7 +182,11 @@ def _select_inputs(params: StudyParams) -> dict[str, str]:
                 root = params.resolve_path(folder)
                 inputs[f"tree:{language}:{root}"] = tree_listing_sha256(root, suffixes)
     else:
-        inputs["hf:code_search_net"] = ",".join(corpus.hf_languages) + "/" + corpus.hf_split
+        inputs["hf:code-search-net/code_search_net@" + str(corpus.hf_revision or "main")] = (
+            ",".join(corpus.hf_languages) + "/" + corpus.hf_split
+        )
+        if corpus.hf_local_dir:
+            inputs["hf_local_dir"] = str(corpus.hf_local_dir)
     filters = params.select.filters
     if "mbpp" in filters.decontaminate and filters.mbpp_path:
         path = params.resolve_path(filters.mbpp_path)

@@ -316,6 +316,19 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _trained_batch(trained: dict[str, Any], ft: Any) -> dict[str, Any]:
+    """With `finetune.global_batch_size`, the examples per optimizer step training achieved
+    (`train_metrics.json`'s `batch`; the asked size before training ran)."""
+    if not ft.global_batch_size:
+        return {}
+    batch = trained.get("batch") or {}
+    achieved = batch.get("examples_per_step")
+    return {
+        "batch_size": round(float(achieved), 1) if achieved else ft.global_batch_size,
+        "batch_unit": "examples",
+    }
+
+
 def settings_summary(
     params: StudyParams,
     models: list[EvalModel],
@@ -344,6 +357,7 @@ def settings_summary(
         "max_seq_length": ft.max_seq_length,
         "batch_size": ft.batch_size * ft.gradient_accumulation * processes,
         "batch_unit": "packed rows" if ft.packing else "examples",
+        **_trained_batch(trained, ft),
         "optimizer": ft.optimizer,
         # bigcode's max_length_generation counts the prompt too; its default precision is fp32
         "decoding": {

@@ -341,6 +341,46 @@ def leakage(run: GenerationRun, params: StudyParams) -> tuple[dict[str, Any], pl
     return summary, table
 
 
+FUNNEL_STEPS = (
+    "items",
+    "generator_failed",
+    "unparseable",
+    "prefilter",
+    "validators",
+    "judge_failed",
+    "judge_rejected",
+    "accepted",
+)
+
+
+def funnel_by_task(run: GenerationRun) -> dict[str, dict[str, int]]:
+    """Per task: where each item ended (the steps in order), the validator checks that
+    failed, and how many validator rejections the judge had accepted (when it was asked)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in run.records:
+        row = out.setdefault(r["task"], {step: 0 for step in FUNNEL_STEPS})
+        row["items"] += 1
+        reason = str(r.get("reason", ""))
+        step = {
+            "generator_failed": "generator_failed",
+            "unparseable_case": "unparseable",
+            "prefilter": "prefilter",
+            "validator": "validators",
+            "judge_failed": "judge_failed",
+        }.get(reason.split(":")[0])
+        if r["status"] == "accepted":
+            step = "accepted"
+        elif step is None:
+            step = "judge_failed" if r["status"] == "failed" else "judge_rejected"
+        row[step] += 1
+        if step == "validators":
+            name = "validator:" + reason.split(":", 1)[1]
+            row[name] = row.get(name, 0) + 1
+            if r.get("judge_accepted"):
+                row["validators_judge_accepted"] = row.get("validators_judge_accepted", 0) + 1
+    return out
+
+
 def summarize(run: GenerationRun, params: StudyParams) -> dict[str, Any]:
     counts = run.counts()
     n = len(run.records)
@@ -356,6 +396,7 @@ def summarize(run: GenerationRun, params: StudyParams) -> dict[str, Any]:
         "items": n,
         "counts": counts,
         "accept_by_task": accept_by_task(run),
+        "funnel_by_task": funnel_by_task(run),
         "tasks": dict(Counter(r["task"] for r in run.records)),
         "yes_by_rule": yes_by_rule(run),
         "reasons": dict(reasons.most_common()),

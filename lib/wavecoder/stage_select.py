@@ -24,7 +24,14 @@ def load_corpus(params: StudyParams, report: corpus_mod.LoadReport) -> pl.DataFr
         paths = [params.resolve_path(p) for p in cfg.codesearchnet_paths]
         frame = corpus_mod.load_codesearchnet(paths, strict=cfg.strict, report=report)
     elif cfg.source == "huggingface":
-        frame = corpus_mod.load_codesearchnet_hf(cfg.hf_languages, cfg.hf_split, report=report)
+        frame = corpus_mod.load_codesearchnet_hf(
+            cfg.hf_languages,
+            cfg.hf_split,
+            report=report,
+            revision=cfg.hf_revision,
+            repo_root=params.resolve_path(cfg.hf_local_dir) if cfg.hf_local_dir else None,
+            strict=cfg.strict,
+        )
     else:
         harvest = cfg.harvest
         roots = [

@@ -20,6 +20,7 @@ from . import prompts
 from .examples import ExampleDB
 from .parsing import decide, parse_case, parse_verdict, prefilter
 from .tasks import TaskSpec, assign_tasks
+from .validators import validate
 
 STATUSES = ("accepted", "rejected", "failed")
 
@@ -139,11 +140,18 @@ async def _process(
     case, error = parse_case(gen.text)
     if case is None:
         return {**record, "status": "rejected", "reason": f"unparseable_case:{error}"}
-    record["case"] = case
     reasons = prefilter(case, spec, params.instruction_max_sentences)
     record["prefilter"] = reasons
+    if params.validators:
+        case, failed = validate(case, spec.name, item.language, item.target_language)
+        record["validators"] = failed
+    else:
+        failed = []
+    record["case"] = case
     if reasons:
         return {**record, "status": "rejected", "reason": f"prefilter:{reasons[0]}"}
+    if failed and not params.judge_validator_rejects:
+        return {**record, "status": "rejected", "reason": f"validator:{failed[0]['validator']}"}
     judge_msgs = prompts.judge_messages(spec, case, item.language, item.target_language)
     judge = await session.chat(
         "discriminator", judge_msgs, spec.version, prompts.verdict_schema(spec)
@@ -154,6 +162,9 @@ async def _process(
     verdict = parse_verdict(judge.text, spec.rule_ids)
     record["verdict"] = verdict.as_dict()
     accepted, reason = decide(verdict, spec.rule_ids, params.require_all_rules)
+    record["judge_accepted"] = accepted
+    if failed:  # judged only to measure what the judge lets through
+        return {**record, "status": "rejected", "reason": f"validator:{failed[0]['validator']}"}
     return {**record, "status": "accepted" if accepted else "rejected", "reason": reason}
 
 
@@ -205,7 +216,8 @@ async def run_generation(
             done = await asyncio.gather(*(one(i, g, b) for i, (g, b) in zip(batch, shown)))
             for item, record in zip(batch, done):
                 verdict = record.get("verdict") or {}
-                if record.get("case") and verdict.get("parsed"):
+                audited = str(record.get("reason", "")).startswith("validator:")
+                if record.get("case") and verdict.get("parsed") and not audited:
                     db.add_judged(
                         item,
                         record["case"],

@@ -398,7 +398,7 @@ def _find(data_dir: str | Path | None, *candidates: str) -> Path | None:
 
 def _hub(loader: str, *args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows from the hub's data files (not a loading script) and their provenance."""
-    from . import hub
+    from .. import hub
 
     try:
         return getattr(hub, loader)(*args)

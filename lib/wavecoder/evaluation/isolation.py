@@ -136,7 +136,9 @@ def bwrap_argv(
         argv += ["--size", str(workdir_tmpfs_mb * MB), "--tmpfs", workdir]
     else:
         argv += ["--bind", workdir, workdir]
-    argv += ["--chdir", workdir, "--"]
+    # the root itself read-only: nothing written outside the capped tmpfs and the work dir,
+    # and nothing left for the next program a long-lived sandbox (the zygote) runs
+    argv += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", workdir, "--"]
     return argv
 
 

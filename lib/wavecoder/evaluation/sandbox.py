@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,9 @@ _PRELOAD = (
 ).split()
 _SITE_PACKAGES = ("numpy",)  # third-party packages programs may import (the import helper's)
 _SANDBOX_SITE = "/opt/wavecoder-site"
+# both zygotes live in the slot's cgroup; the harness's data size is bounded too (it reads
+# what the candidate replies); the candidate's children set the program's own rlimits
+_HARNESS_LIMITS = Limits(wall_s=0, cpu_s=1_000_000, memory_mb=1024, fsize_mb=64, nofile=256)
 
 
 @dataclass
@@ -150,7 +153,6 @@ class _Zygote:
 
     def __init__(self, proc: subprocess.Popen, ctl: socket.socket, role: str) -> None:
         self.proc, self.ctl, self.role = proc, ctl, role
-        self.keep: set[int] = set()  # its own processes in the slot's cgroup
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -179,6 +181,7 @@ class _Slot:
     tmpfs: bool = False
     candidate: _Zygote | None = None
     harness: _Zygote | None = None
+    keep: set[int] = field(default_factory=set)  # the zygotes' processes in the cgroup
 
 
 class Sandbox:
@@ -321,8 +324,8 @@ class Sandbox:
         """Kill every process of the slot but its zygote's (whatever the program's status)."""
         if slot.cgroup is None:
             return
-        keep = slot.candidate.keep if slot.candidate and slot.candidate.alive() else set()
-        slot.cgroup.kill(keep)
+        alive = [z for z in (slot.candidate, slot.harness) if z is not None and z.alive()]
+        slot.cgroup.kill(slot.keep if alive else set())
 
     # -- what a sandbox sees
 
@@ -593,7 +596,7 @@ class Sandbox:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=self._preexec(slot, None, join_cgroup=candidate),
+                preexec_fn=self._preexec(slot, None if candidate else _HARNESS_LIMITS),
                 pass_fds=(theirs.fileno(),),
             )
         except (OSError, subprocess.SubprocessError) as exc:
@@ -610,8 +613,8 @@ class Sandbox:
         if ready != b"R":
             zygote.close()
             raise _ZygoteError(f"{role} zygote did not become ready")
-        if candidate and slot.cgroup is not None:
-            zygote.keep = slot.cgroup.pids()
+        if slot.cgroup is not None:  # started between programs: only zygotes are in there
+            slot.keep = slot.cgroup.pids()
         if candidate:
             slot.candidate = zygote
         else:
@@ -661,7 +664,7 @@ class Sandbox:
             "entry_point": spec.get("entry_point", ""),
             "prelude": spec.get("prelude", ""),
             "setup": spec.get("setup", ""),
-            "max_reply_bytes": limits.max_output_bytes * 16,
+            "max_reply_bytes": limits.max_output_bytes * 4,
         }
         fds: list[int] = []
         used: list[_Zygote] = []

@@ -94,6 +94,11 @@ class PreparedData:
     def train_tokens(self) -> int:
         return sum(len(r) for r in self.train_rows)
 
+    @property
+    def train_examples(self) -> int:
+        """Examples in the training rows (after dropping overlong ones)."""
+        return sum(r.n_examples for r in self.train_rows)
+
     def summary_rows(self) -> list[dict[str, str]]:
         """A two-column table for the notebook."""
         tok = self.train_stats
@@ -196,6 +201,128 @@ def prepare_data(
         packed=ft.packing,
         expected_non_padding=expected,
         mixed_in=len(records) - main_count,
+    )
+
+
+# ---------------------------------------------------------------- batch
+
+
+@dataclass
+class BatchPlan:
+    """How many rows and examples one optimizer step takes, decided at launch.
+
+    `finetune.global_batch_size` counts examples (as the paper's 512 and 256 do). Without
+    packing a row is one example, so the accumulation is global / (batch_size x processes) and
+    must divide exactly. With packing a row holds `examples_per_row` examples on average, so the
+    accumulation is the whole number of micro-batches whose mean examples per step over an epoch,
+    train_examples / steps_per_epoch, comes nearest the asked number (at least 1, at most the
+    micro-batches of one epoch); `examples_per_step` records what was achieved. Without
+    `global_batch_size`, batch_size x gradient_accumulation rows as before.
+    """
+
+    global_batch_size: int | None  # asked, in examples; None = not set
+    batch_size: int  # rows per device per micro-batch
+    processes: int
+    gradient_accumulation: int
+    packed: bool
+    train_examples: int
+    train_rows: int
+    micro_batches_per_epoch: int  # per process
+    steps_per_epoch: int
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.batch_size * self.processes * self.gradient_accumulation
+
+    @property
+    def examples_per_row(self) -> float:
+        return self.train_examples / self.train_rows if self.train_rows else 0.0
+
+    @property
+    def examples_per_step(self) -> float:
+        """Mean over an epoch (the last step of an epoch may be short)."""
+        return self.train_examples / self.steps_per_epoch if self.steps_per_epoch else 0.0
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "global_batch_size": self.global_batch_size,
+            "unit": "examples",
+            "batch_size": self.batch_size,
+            "processes": self.processes,
+            "gradient_accumulation": self.gradient_accumulation,
+            "rows_per_step": self.rows_per_step,
+            "packing": self.packed,
+            "examples_per_row": round(self.examples_per_row, 4),
+            "examples_per_step": round(self.examples_per_step, 2),
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    def describe(self) -> str:
+        asked = (
+            f"global batch {self.global_batch_size} examples"
+            if self.global_batch_size
+            else "no global_batch_size"
+        )
+        rows = (
+            f"{self.batch_size} rows x {self.processes} process"
+            f"{'es' if self.processes > 1 else ''} x {self.gradient_accumulation} accumulation "
+            f"= {self.rows_per_step} rows a step"
+        )
+        per_row = f", {self.examples_per_row:.2f} examples a row (packed)" if self.packed else ""
+        return (
+            f"{asked}: {rows}{per_row}; {self.steps_per_epoch} steps an epoch, "
+            f"{self.examples_per_step:.1f} examples a step on average"
+        )
+
+
+def launch_world_size() -> int:
+    """Processes taking part in training: torch.distributed's world when it is up, else the
+    WORLD_SIZE that torchrun / `accelerate launch` set, else 1."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def plan_batch(
+    ft: FinetuneParams, processes: int, train_examples: int, train_rows: int, packed: bool
+) -> BatchPlan:
+    """The gradient accumulation for `finetune.global_batch_size` on `processes` (see
+    `BatchPlan`); FinetuneError when, unpacked, the global batch is not a multiple of
+    batch_size x processes."""
+    per_pass = ft.batch_size * processes
+    micro = max(math.ceil(train_rows / per_pass), 1)  # per process, as accelerate shards them
+    asked = ft.global_batch_size
+    if asked is None:
+        accumulation = ft.gradient_accumulation
+    elif not packed:
+        if asked % per_pass:
+            lower = max(asked // per_pass, 1) * per_pass
+            raise FinetuneError(
+                f"finetune.global_batch_size={asked} is not a multiple of finetune.batch_size="
+                f"{ft.batch_size} x {processes} process{'es' if processes > 1 else ''} "
+                f"(= {per_pass} examples a micro-batch); use e.g. {lower} or {lower + per_pass}, "
+                "or change batch_size or the number of processes"
+            )
+        accumulation = asked // per_pass
+    else:
+        target = asked * train_rows / (train_examples * per_pass) if train_examples else 1.0
+
+        def error(a: int) -> float:  # mean examples a step over an epoch, from the asked
+            return abs(train_examples / math.ceil(micro / a) - asked)
+
+        candidates = {min(max(math.floor(target), 1), micro), min(max(math.ceil(target), 1), micro)}
+        accumulation = min(sorted(candidates), key=error)
+    steps = max(math.ceil(micro / accumulation), 1)
+    return BatchPlan(
+        global_batch_size=asked,
+        batch_size=ft.batch_size,
+        processes=processes,
+        gradient_accumulation=accumulation,
+        packed=packed,
+        train_examples=train_examples,
+        train_rows=train_rows,
+        micro_batches_per_epoch=micro,
+        steps_per_epoch=steps,
     )
 
 
@@ -548,19 +675,27 @@ def checkpointing_arguments(enabled: bool) -> dict[str, Any]:
 
 
 def training_arguments(
-    ft: FinetuneParams, out: Path, seed: int, has_eval: bool, progress: bool = True
+    ft: FinetuneParams,
+    out: Path,
+    seed: int,
+    has_eval: bool,
+    progress: bool = True,
+    gradient_accumulation: int | None = None,
 ) -> TrainingArguments:
+    """The Trainer's arguments; `gradient_accumulation` (from `plan_batch`) replaces
+    finetune.gradient_accumulation when given."""
     bf16 = use_bf16(ft)
     return TrainingArguments(
         output_dir=str(out / CHECKPOINT_DIR),
         per_device_train_batch_size=ft.batch_size,
         per_device_eval_batch_size=ft.eval_batch_size or ft.batch_size,
-        gradient_accumulation_steps=ft.gradient_accumulation,
+        gradient_accumulation_steps=gradient_accumulation or ft.gradient_accumulation,
         num_train_epochs=ft.epochs,
         max_steps=ft.max_steps or -1,
         learning_rate=ft.learning_rate,
         lr_scheduler_type=ft.lr_scheduler,
-        warmup_steps=ft.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        # an int counts steps; a float < 1 is a fraction of the total steps
+        warmup_steps=ft.warmup_steps if ft.warmup_steps is not None else ft.warmup_ratio,
         weight_decay=ft.weight_decay,
         max_grad_norm=ft.max_grad_norm,
         optim="adafactor" if ft.optimizer == "adafactor" else "adamw_torch",
@@ -662,6 +797,8 @@ class FinetuneResult:
     # how it ran: 'NO' (one process), 'MULTI_GPU'/'MULTI_CPU' (DDP) or 'FSDP', on how many
     distributed: str = "NO"
     processes: int = 1
+    # the optimizer step as planned and achieved (BatchPlan.as_metrics)
+    batch: dict[str, Any] = field(default_factory=dict)
 
     def headline(self) -> str:
         loss = (
@@ -721,7 +858,19 @@ def finetune(
     if prepared is None:
         prepared = prepare_data(params, tokenizer, data_path, progress)
     has_eval = bool(prepared.val_rows)
-    args = training_arguments(ft, out, params.seed, has_eval, progress)
+    plan = plan_batch(
+        ft, launch_world_size(), prepared.train_examples, len(prepared.train_rows), prepared.packed
+    )
+    args = training_arguments(
+        ft, out, params.seed, has_eval, progress, gradient_accumulation=plan.gradient_accumulation
+    )
+    if args.world_size != plan.processes:
+        raise FinetuneError(
+            f"the batch was planned for {plan.processes} processes (WORLD_SIZE) but the Trainer "
+            f"runs on {args.world_size}"
+        )
+    if args.process_index == 0:
+        print(f"finetune: {plan.describe()}", file=sys.stderr)
     set_seed(params.seed)
     model = load_model(model_path, ft)
     counts = parameter_counts(model)
@@ -748,7 +897,7 @@ def finetune(
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - tick
 
-    result_paths = save_outputs(trainer, tokenizer, params, prepared, model_path, out)
+    result_paths = save_outputs(trainer, tokenizer, params, prepared, model_path, out, plan)
     log = read_log(out / TRAIN_LOG)
     first_loss, last_loss = _loss_ends(log, "train", "loss")
     first_eval, last_eval = _loss_ends(log, "eval", "eval_loss")
@@ -770,6 +919,7 @@ def finetune(
         distributed=trainer.accelerator.distributed_type.value,
         processes=args.world_size,
         data=prepared.metrics(),
+        batch=plan.as_metrics(),
         **result_paths,
     )
     if args.process_index == 0:
@@ -793,6 +943,7 @@ def save_outputs(
     prepared: PreparedData,
     model_path: Path,
     out: Path,
+    plan: BatchPlan | None = None,
 ) -> dict[str, str | None]:
     """Save the adapter (or the full model), optionally the merged model, and model_info.json."""
     ft = params.finetune
@@ -827,6 +978,8 @@ def save_outputs(
         "max_seq_length": ft.max_seq_length,
         "data_sha256": prepared.data_sha256,
         "global_step": trainer.state.global_step,
+        "optimizer": ft.optimizer,
+        "batch": plan.as_metrics() if plan else None,
     }
     (out / MODEL_INFO).write_text(json.dumps(info, indent=2))
     return paths
@@ -856,6 +1009,18 @@ def recast_saved_model(folder: Path, dtype: torch.dtype) -> None:
     for old in old_weights:  # shards of the old layout the new one does not have
         old.unlink()
     staging.rmdir()
+
+
+def batch_line(batch: dict[str, Any]) -> str:
+    if not batch:
+        return "n/a"
+    rows = f"{batch['rows_per_step']} rows a step"
+    if not batch.get("global_batch_size"):
+        return rows
+    return (
+        f"{batch['examples_per_step']} examples a step on average (asked "
+        f"{batch['global_batch_size']}), {rows}"
+    )
 
 
 def write_model_card(result: FinetuneResult, params: StudyParams, out: Path) -> Path:
@@ -904,6 +1069,7 @@ def write_model_card(result: FinetuneResult, params: StudyParams, out: Path) -> 
         f"distributed: {result.distributed})",
         f"- parameters: {result.parameters['trainable']:,} trainable of "
         f"{result.parameters['total']:,}",
+        f"- optimizer: {params.finetune.optimizer}; batch: {batch_line(result.batch)}",
         "",
         "## Params (`finetune` section, seed " + str(params.seed) + ")",
         "",
