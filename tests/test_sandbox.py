@@ -333,3 +333,13 @@ def test_without_isolation_the_missing_protections_are_named():
         assert run_py(box, "def add(a, b):\n    return a - b\n").verdict == "failed"
     with pytest.raises(RuntimeError, match="require_isolation"):
         sb.Sandbox(workers=1, isolate=False, require_isolation=True)
+
+
+def test_a_builtin_named_function_under_test_is_the_solutions(one_slot):
+    """MBPP/126 defines `sum`: its tests call the solution's; any other builtin stays real."""
+    solution = "def sum(a, b):\n    return a * b\n\ndef abs(x):\n    return 0\n"
+    tests = ["assert sum(2, 3) == 6\nassert abs(-2) == 2"]
+    plan = sb.python_plan(solution, tests, mode="script", functions_under_test=("sum",))
+    assert one_slot.run(plan).passed
+    plan = sb.python_plan(solution, tests, mode="script")  # `sum` stays the builtin: 5 != 6
+    assert one_slot.run(plan).verdict == "failed"

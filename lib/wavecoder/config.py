@@ -191,6 +191,13 @@ class LLMParams(_Section):
     prices_per_1m_tokens: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="model -> (input, output) USD per 1M tokens"
     )
+    batch_discount: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share off the interactive price for batch requests (OpenAI Batch API: "
+        "50 %); `wavecoder estimate` prints both prices",
+    )
     cache_dir: str | None = Field(
         default=None, description="response cache folder; null = the stage's own folder"
     )

@@ -446,13 +446,15 @@ def _wc_zygote(config):  # noqa: C901 - one closure on purpose: nothing in it is
                 test_ns[entry] = proxy(entry)
             else:
                 exec(compile(request.get("setup") or "", "setup.py", "exec"), test_ns)
+            under_test = set(request.get("functions_under_test") or [])
             wanted = set()
             for t in request["tests"]:
                 wanted |= {n.id for n in ast.walk(ast.parse(t)) if isinstance(n, ast.Name)}
             for name in sorted(wanted):
                 # builtins stay the real ones: a solution's `abs` or `range` must not change
                 # what the tests compute (the reference shares one namespace: it would)
-                if name in test_ns or name not in names or hasattr(builtins, name):
+                shadows = hasattr(builtins, name) and name not in under_test
+                if name in test_ns or name not in names or shadows:
                     continue
                 kind = str(names[name])
                 if kind == "callable":

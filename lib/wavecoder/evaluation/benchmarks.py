@@ -356,6 +356,8 @@ class MBPP(Benchmark):
             candidate,
             [ref.mbpp_reference_test(problem.doc)],
             mode="script",
+            # the functions the reference solution defines: the ones the tests may call
+            functions_under_test=tuple(re.findall(r"(?m)^def\s+(\w+)", problem.doc["code"])),
         )
 
     def style_note(self, style: str) -> str:

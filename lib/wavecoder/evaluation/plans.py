@@ -70,8 +70,13 @@ def python_plan(
     prelude: str = "",
     setup: str = "",
     limits: Limits = PY_LIMITS,
+    functions_under_test: tuple[str, ...] = (),
 ) -> Plan:
-    """`function` mode: tests define check(candidate); `script` mode: tests are statements."""
+    """`function` mode: tests define check(candidate); `script` mode: tests are statements.
+
+    The sandbox runs the solution and the tests in separate processes (`_pyzygote.py`); the
+    tests' builtins stay the real ones unless a builtin's name is one of
+    `functions_under_test` (MBPP/126's function is called `sum`)."""
     import marshal
 
     spec = {
@@ -81,6 +86,7 @@ def python_plan(
         "entry_point": entry_point,
         "prelude": prelude,
         "setup": setup,
+        "functions_under_test": list(functions_under_test),
     }
     return Plan(
         "python",

@@ -664,6 +664,7 @@ class Sandbox:
             "entry_point": spec.get("entry_point", ""),
             "prelude": spec.get("prelude", ""),
             "setup": spec.get("setup", ""),
+            "functions_under_test": spec.get("functions_under_test", []),
             "max_reply_bytes": limits.max_output_bytes * 4,
         }
         fds: list[int] = []
