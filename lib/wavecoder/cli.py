@@ -28,6 +28,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun stages whose manifest matches")
     run.add_argument("--outputs", help="outputs root folder (default: <project>/outputs)")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    run.add_argument(
+        "--over-budget",
+        action="store_true",
+        help="start stage 02 even when its estimated cost exceeds llm.budget_usd",
+    )
+
+    est = sub.add_parser(
+        "estimate", help="calls, tokens, USD and GPU hours of a run, before anything runs"
+    )
+    est.add_argument("params", help="params YAML file, e.g. params/paper.yaml")
+    est.add_argument("--set", dest="overrides", action="append", default=[])
+    est.add_argument("--run", help="run name (outputs/<run>); default: the params file's stem")
+    est.add_argument("--outputs", help="outputs root folder (default: <project>/outputs)")
+    est.add_argument(
+        "--sample", type=int, default=200, help="items whose prompts are built and counted"
+    )
+    est.add_argument(
+        "--accept-rate",
+        type=float,
+        help="share of items accepted into the training set (default: the paper's 19,915/20K)",
+    )
 
     show = sub.add_parser("params", help="print the resolved params as JSON")
     show.add_argument("params")
@@ -57,6 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--eos-token", help="MBPP: the tokenizer's eos text WaveCoder removes")
     rd.add_argument("--out", required=True, help="JSONL to write")
     return parser
+
+
+def _estimate_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .estimate import PAPER_ACCEPT_RATE, estimate
+    from .runner import default_outputs_root
+
+    params = load_params(args.params, args.overrides)
+    if args.run:
+        params.run_name = args.run
+    root = Path(args.outputs) if args.outputs else default_outputs_root(params)
+    rate = PAPER_ACCEPT_RATE if args.accept_rate is None else args.accept_rate
+    if not 0 <= rate <= 1:
+        raise ValueError(f"--accept-rate {rate}: expected a share between 0 and 1")
+    if args.sample < 1:
+        raise ValueError(f"--sample {args.sample}: expected at least 1")
+    est = estimate(params, root / params.run_name, sample=args.sample, accept_rate=rate)
+    print("\n".join(est.lines()))
+    print(est.one_line())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(args.params, args.overrides)
             print(json.dumps(params.model_dump(mode="json"), indent=2))
             return 0
+        if args.command == "estimate":
+            return _estimate_command(args)
         from .runner import run_study
 
         results = run_study(
@@ -102,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             outputs=args.outputs,
             progress=not args.no_progress,
+            over_budget=args.over_budget,
         )
     except (ParamsError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

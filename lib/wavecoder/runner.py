@@ -466,6 +466,7 @@ def run_study(
     outputs: str | Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    over_budget: bool = False,
 ) -> list[StageResult]:
     """Run the chosen stages in order; stop at the first failure. Returns one result a stage."""
     from .config import parse_override
@@ -492,6 +493,10 @@ def run_study(
     echo(f"run '{params.run_name}' -> {run_dir}")
     results: list[StageResult] = []
     for index, stage in enumerate(chosen):
+        if stage.name == "02_generate":  # the estimate line; OverBudget past llm.budget_usd
+            from .estimate import budget_gate
+
+            budget_gate(params, run_dir, over_budget, force, echo)
         echo(f"[{index + 1}/{len(chosen)}] {stage.name} ...")
         result = run_stage(stage, params_file, override_map, params, run_dir, force, progress)
         results.append(result)
