@@ -250,3 +250,138 @@ def test_validators_name_what_failed_and_unwrap_fences_once():
         "python",
     )
     assert failed == []
+
+
+# ---------------------------------------------------------------- the paper's discriminator
+
+PAPER_RULES = {
+    "code_generation": {"instruction_names_language", "solution_is_code", "imports_present"},
+    "code_repair": {"instruction_names_language", "information_is_code"},
+    "code_summarization": {"instruction_names_language", "information_has_code"},
+    "code_translation": {
+        "instruction_names_languages",
+        "information_has_source",
+        "solution_only_code",
+        "imports_present",
+    },
+}
+
+
+def test_each_task_carries_the_papers_rules(specs):
+    for name, spec in specs.items():
+        assert {r.id for r in spec.checklist if r.paper} == PAPER_RULES[name]
+        assert len(set(spec.rule_ids)) == len(spec.rule_ids)
+        for ex in spec.examples:  # seeded verdicts answer every rule of the task
+            if ex.get("rules"):
+                assert set(ex["rules"]) == set(spec.rule_ids), (name, ex["case"]["instruction"])
+    assert any("import" in r for r in specs["code_generation"].requirements)
+
+
+def test_judge_sees_raw_code_requirements_and_bad_examples(specs):
+    spec = specs["code_generation"]
+    db = ExampleDB.seeded(specs)
+    _, bad = db.sample(spec.name, 0, 2, random.Random(0))
+    raw = "def area(r):\n    return 3.14159 * r * r\n" + "# filler\n" * 400
+    case = {"task_name": "Code Generation", "instruction": "Write a Python function."}
+    msgs = prompts.judge_messages(
+        spec, case, "python", None, raw_code=raw, bad_examples=bad, max_code_chars=300
+    )
+    text = msgs[-1]["content"]
+    assert "reviewer" in msgs[0]["content"]
+    assert "def area(r):" in text and len(text) < len(raw)  # the raw code, clipped
+    assert all(req in text for req in spec.requirements) and "Language: Python." in text
+    assert "Bad examples" in text
+    for ex in bad:
+        assert ex["analysis"].strip() in text and ex["case"]["instruction"] in text
+    assert all(f"[{rid}]" in text for rid in spec.rule_ids)
+    assert text.index("Bad examples") < text.index("Raw code the case") < text.index("Case to")
+    assert "<" not in prompts.JUDGE_REPLY_FORMAT  # nothing to copy as the analysis
+    bare = prompts.judge_messages(spec, case, "python", None)[-1]["content"]
+    assert "Bad examples" not in bare and "Raw code" not in bare
+
+
+def test_pipeline_judge_gets_raw_code_and_the_generators_bad_sample(specs):
+    import asyncio
+
+    from wavecoder.codeocean.pipeline import Item, _process
+    from wavecoder.config import GenerateParams
+
+    spec = specs["code_generation"]
+    _, bad = ExampleDB.seeded(specs).sample(spec.name, 0, 1, random.Random(1))
+    code = "def twice(x):\n    return 2 * x\n"
+    sent: dict[str, list] = {}
+
+    class Result:
+        def __init__(self, text):
+            self.text, self.ok, self.error, self.key, self.cached = text, True, None, "k", False
+            self.attempts, self.latency_s, self.prompt_tokens = 1, 0.0, 0
+            self.completion_tokens, self.cost_usd, self.finish_reason = 0, 0.0, "stop"
+
+    class Session:
+        def model_of(self, role):
+            return role
+
+        async def chat(self, role, messages, version, schema=None):
+            sent[role] = messages
+            if role == "generator":
+                case = {
+                    "task_name": "Code Generation",
+                    "instruction": "Write a Python function that triples x.",
+                    "information": "Signature: triple(x: int) -> int.",
+                    "solution": "def triple(x):\n    return 3 * x",
+                }
+                return Result(json.dumps(case))
+            rules = {rid: {"answer": "yes", "reason": "ok"} for rid in spec.rule_ids}
+            return Result(json.dumps({"rules": rules, "overall": "yes", "analysis": "Sound."}))
+
+    item = Item("1:code_generation", 1, 0, "code_generation", "python", code)
+    params = GenerateParams(validators=False)
+    record = asyncio.run(_process(item, spec, Session(), [], bad, params))
+    judge = sent["discriminator"][-1]["content"]
+    assert record["status"] == "accepted"
+    assert "def twice(x):" in judge and bad[0]["analysis"].strip() in judge
+
+
+def test_spec_version_changes_with_rules_and_template(tmp_path, specs, monkeypatch):
+    from wavecoder.codeocean import tasks
+
+    src = open(specs["code_generation"].source).read()
+    copy = tmp_path / "code_generation.yaml"
+    copy.write_text(src.replace("paper: true", "paper: false", 1))
+    assert load_task(copy).version != specs["code_generation"].version
+    copy.write_text(src)
+    monkeypatch.setattr(tasks, "PROMPT_TEMPLATE_VERSION", "test")
+    assert load_task(copy).version != specs["code_generation"].version
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    [
+        "<one or two sentences>",
+        " <your analysis here> ",
+        "one or two sentences",
+        "...",
+        "[analysis]",
+        "your own one or two sentences about this particular case",
+    ],
+)
+def test_placeholder_analysis_is_not_a_verdict(specs, analysis):
+    ids = specs["code_repair"].rule_ids
+    rules = {rid: {"answer": "yes", "reason": "<why, in a few words>"} for rid in ids}
+    v = parse_verdict(json.dumps({"rules": rules, "overall": "yes", "analysis": analysis}), ids)
+    assert not v.parsed and v.error == "placeholder analysis"
+    assert decide(v, ids, True) == (False, "judge_unparseable")
+    assert decide(v, ids, False) == (False, "judge_unparseable")
+    text = "\n".join(f"{i}. [{rid}] yes" for i, rid in enumerate(ids, 1))
+    v = parse_verdict(f"{text}\nOverall: yes\nAnalysis: {analysis}", ids)
+    assert not v.parsed
+
+
+def test_real_analysis_and_reasons_are_kept(specs):
+    ids = specs["code_repair"].rule_ids
+    rules = {rid: {"answer": "yes", "reason": "<why, in a few words>"} for rid in ids}
+    reply = {"rules": rules, "overall": "yes", "analysis": "The bug < and > are real; fixed."}
+    v = parse_verdict(json.dumps(reply), ids)
+    assert v.parsed and v.analysis.startswith("The bug")
+    assert all(r["reason"] == "" for r in v.rules.values())  # placeholder reasons dropped
+    assert decide(v, ids, False) == (True, "accepted")

@@ -482,7 +482,15 @@ def estimate(
             spec.examples[0]["case"] if spec.examples else {},
         )
         base = jcount.messages(
-            prompts.judge_messages(spec, seed_case, item.language, item.target_language)
+            prompts.judge_messages(
+                spec,
+                seed_case,
+                item.language,
+                item.target_language,
+                raw_code=item.code,
+                bad_examples=bad,
+                max_code_chars=gen.max_code_chars,
+            )
         ) - jcount.count(prompts.format_case(seed_case))
         case_j = min(gmax, case_over["discriminator"][item.task] + copies * jcount.count(code))
         judge_in.append(base + case_j)

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .prompts import is_placeholder
 from .tasks import FIELDS, TaskSpec
 
 _ALIASES = {
@@ -232,7 +233,18 @@ def _verdict_from_json(obj: dict[str, Any], rule_ids: list[str]) -> Verdict | No
 
 def parse_verdict(text: str | None, rule_ids: list[str]) -> Verdict:
     """The judge's per-rule answers and overall verdict; `parsed=False` when no overall
-    verdict can be found (recorded, never raised)."""
+    verdict can be found or the analysis is template text such as `<one or two sentences>`
+    (recorded, never raised)."""
+    verdict = _parse_verdict(text, rule_ids)
+    for rule in verdict.rules.values():
+        if is_placeholder(rule.get("reason")):
+            rule["reason"] = ""
+    if verdict.parsed and is_placeholder(verdict.analysis):
+        verdict.parsed, verdict.error = False, "placeholder analysis"
+    return verdict
+
+
+def _parse_verdict(text: str | None, rule_ids: list[str]) -> Verdict:
     if not text or not text.strip():
         return Verdict(False, None, error="empty reply")
     for obj in _json_objects(text):

@@ -152,7 +152,15 @@ async def _process(
         return {**record, "status": "rejected", "reason": f"prefilter:{reasons[0]}"}
     if failed and not params.judge_validator_rejects:
         return {**record, "status": "rejected", "reason": f"validator:{failed[0]['validator']}"}
-    judge_msgs = prompts.judge_messages(spec, case, item.language, item.target_language)
+    judge_msgs = prompts.judge_messages(
+        spec,
+        case,
+        item.language,
+        item.target_language,
+        raw_code=item.code,
+        bad_examples=bad,  # the same sample the generator saw
+        max_code_chars=params.max_code_chars,
+    )
     judge = await session.chat(
         "discriminator", judge_msgs, spec.version, prompts.verdict_schema(spec)
     )

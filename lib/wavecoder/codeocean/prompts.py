@@ -4,6 +4,8 @@ requirements, good and bad examples with the judge's analysis, then the raw code
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from .tasks import FIELDS, TaskSpec
@@ -91,10 +93,14 @@ def _task_header(spec: TaskSpec, language: str, target: str | None) -> list[str]
         lines.append(
             f"Source language: {language_name(language)}. Target language: {language_name(target)}."
         )
+    else:
+        lines.append(f"Language: {language_name(language)}.")
     return lines
 
 
-def _example_block(example: dict[str, Any], index: int, max_chars: int) -> list[str]:
+def _example_block(
+    example: dict[str, Any], index: int, max_chars: int, label: str = "Judge's analysis"
+) -> list[str]:
     lang = example.get("language") or ""
     lines = [
         f"### Example {index}",
@@ -103,7 +109,7 @@ def _example_block(example: dict[str, Any], index: int, max_chars: int) -> list[
     if example.get("target_language"):
         lines.append(f"Target language: {language_name(example['target_language'])}")
     lines.append(f"Case:\n{format_case(example['case'])}")
-    lines.append(f"Judge's analysis: {example.get('analysis', '').strip()}")
+    lines.append(f"{label}: {example.get('analysis', '').strip()}")
     return lines
 
 
@@ -142,18 +148,72 @@ def generator_messages(
     ]
 
 
+# What the judge is asked to write, described in words rather than as a template: a small judge
+# copied a `"analysis": "<one or two sentences>"` template verbatim, so no placeholder appears.
+JUDGE_REPLY_FORMAT = (
+    'Reply with one JSON object and nothing else. Its key "rules" maps every rule id above to '
+    'an object with "answer" ("yes" or "no") and "reason" (a few words about this case); '
+    '"overall" is "yes" only if every answer is yes, otherwise "no"; "analysis" is your own '
+    "one or two sentences about this particular case, naming what is wrong with it or why it "
+    "is good."
+)
+# Template text a judge may echo instead of an analysis (parse_verdict rejects these).
+_PLACEHOLDER_PHRASES = {
+    "one or two sentences",
+    "why in a few words",
+    "a few words",
+    "a few words about this case",
+    "your analysis",
+    "analysis",
+    "analysis here",
+    "reason",
+    "short reason",
+    "explanation",
+}
+
+
+def is_placeholder(text: str | None) -> bool:
+    """True for template text instead of an answer: `<...>`, `[...]`, `...`, or a phrase of a
+    reply template such as "one or two sentences"."""
+    stripped = (text or "").strip().strip("\"'`").strip()
+    if not stripped:
+        return False
+    if re.fullmatch(r"<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}|(\.\s*){2,}|…", stripped):
+        return True
+    words = re.sub(r"[^a-z]+", " ", stripped.lower()).strip()
+    if words in _PLACEHOLDER_PHRASES:
+        return True
+    template = " " + re.sub(r"[^a-z]+", " ", JUDGE_REPLY_FORMAT.lower()).strip() + " "
+    return len(words.split()) >= 3 and f" {words} " in template  # the format echoed back
+
+
 def judge_messages(
-    spec: TaskSpec, case: dict[str, str], language: str, target: str | None
+    spec: TaskSpec,
+    case: dict[str, str],
+    language: str,
+    target: str | None,
+    raw_code: str = "",
+    bad_examples: Sequence[dict[str, Any]] = (),
+    max_code_chars: int = 2000,
 ) -> list[dict[str, str]]:
+    """The paper's discriminator input: the task's definition and requirements, bad examples
+    with the analysis of what is wrong in them (the same sample the generator saw), the raw
+    code the case was generated from, the case, then the task's rules as a checklist."""
+    example_chars = max(200, max_code_chars // 3)
     lines = _task_header(spec, language, target)
+    if bad_examples:
+        lines.append("\nBad examples (cases that were rejected, with the analysis of why):")
+        for i, ex in enumerate(bad_examples, 1):
+            lines += _example_block(ex, i, example_chars, label="Why it is bad")
+    if raw_code.strip():
+        lines.append(
+            f"\nRaw code the case was generated from:\n```{language}\n"
+            f"{clip(raw_code.rstrip(), max_code_chars)}\n```"
+        )
     lines.append(f"\nCase to review:\n{format_case(case)}")
-    lines.append("\nAnswer each question with yes or no and a short reason:")
+    lines.append("\nCheck the case against each rule; answer yes or no with a short reason:")
     lines += [f"{i}. [{r.id}] {r.question}" for i, r in enumerate(spec.checklist, 1)]
-    lines.append(
-        "Then give the overall answer: yes only if every answer is yes. Reply with a JSON object: "
-        '{"rules": {"<rule id>": {"answer": "yes" or "no", "reason": "<why, in a few words>"}, '
-        '...}, "overall": "yes" or "no", "analysis": "<one or two sentences>"}.'
-    )
+    lines.append(JUDGE_REPLY_FORMAT)
     return [
         {"role": "system", "content": JUDGE_SYSTEM},
         {"role": "user", "content": "\n".join(lines)},

@@ -16,7 +16,8 @@ from ..config import PAPER_TASK_MIX, TASKS
 TASKS_DIR = Path(__file__).resolve().parent.parent / "data" / "tasks"
 FIELDS = ("task_name", "instruction", "information", "solution")
 # Bump when prompt wording in prompts.py changes; it enters every cache key with the spec hash.
-PROMPT_TEMPLATE_VERSION = "2"
+# 3: the judge sees the raw code, the task's requirements and bad examples with their analysis.
+PROMPT_TEMPLATE_VERSION = "3"
 
 
 class TaskSpecError(ValueError):
@@ -27,6 +28,7 @@ class TaskSpecError(ValueError):
 class Rule:
     id: str
     question: str
+    paper: bool = False  # one of the rules the paper's discriminator lists (`paper: true`)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def load_task(path: str | Path) -> TaskSpec:
     for i, rule in enumerate(_require(data, "checklist", list, path)):
         if not isinstance(rule, dict) or "id" not in rule or "question" not in rule:
             raise TaskSpecError(f"{path}: checklist[{i}] needs 'id' and 'question'")
-        rules.append(Rule(str(rule["id"]), str(rule["question"])))
+        rules.append(Rule(str(rule["id"]), str(rule["question"]), bool(rule.get("paper"))))
     examples = data.get("examples") or []
     for i, ex in enumerate(examples):
         if ex.get("verdict") not in ("good", "bad") or not isinstance(ex.get("case"), dict):

@@ -289,6 +289,8 @@ def _wc_zygote(config):  # noqa: C901 - one closure on purpose: nothing in it is
                     pass
             try:
                 reply = {"value": encode(value)}
+                if msg.get("mutable"):  # what the call left in its list/dict/set arguments
+                    reply["args"] = [encode(a) for a in args]
             except Reject as exc:
                 reply = {"rejected": str(exc)}
             except RecursionError:
@@ -373,13 +375,17 @@ def _wc_zygote(config):  # noqa: C901 - one closure on purpose: nothing in it is
         class CandidateError(Exception):
             pass
 
-        def reply():
+        def reply(with_args=False):
             try:
                 msg = recv_frame(chan, request["max_reply_bytes"])
             except EOFError:
                 raise CandidateError("the candidate's process ended before answering") from None
             if "value" in msg:
-                return decode(msg["value"])
+                value = decode(msg["value"])
+                if not with_args:
+                    return value
+                after = msg.get("args")
+                return value, ([decode(a) for a in after] if type(after) is list else None)
             if "raised" in msg:
                 name, text = msg["raised"]
                 kind = getattr(builtins, str(name), None)
@@ -397,6 +403,7 @@ def _wc_zygote(config):  # noqa: C901 - one closure on purpose: nothing in it is
 
         def proxy(name):
             def candidate(*args, **kwargs):
+                mutable = any(type(a) in (list, dict, set) for a in args)
                 send_frame(
                     chan,
                     {
@@ -404,9 +411,20 @@ def _wc_zygote(config):  # noqa: C901 - one closure on purpose: nothing in it is
                         "name": name,
                         "args": encode_arg(list(args)),
                         "kwargs": encode_arg(kwargs),
+                        "mutable": mutable,
                     },
                 )
-                return reply()
+                if not mutable:
+                    return reply()
+                value, after = reply(with_args=True)
+                # the reference shares the argument objects: in-place changes must show
+                for original, new in zip(args, after or ()):
+                    if type(original) is type(new) is list:
+                        original[:] = new
+                    elif type(original) is type(new) and type(new) in (dict, set):
+                        original.clear()
+                        original.update(new)
+                return value
 
             candidate.__name__ = candidate.__qualname__ = name
             return candidate

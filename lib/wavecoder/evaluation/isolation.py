@@ -76,6 +76,47 @@ def install_roots(paths: Iterable[str]) -> list[str]:
     return [r for r in kept if not any(r != o and r.startswith(o + "/") for o in kept)]
 
 
+# seccomp: the kernel keyring calls fail with EPERM in every sandbox (keyrings belong to a user
+# namespace, which a Python slot keeps for its lifetime: a key would reach the next program)
+_KEYRING_SYSCALLS = {
+    "x86_64": (0xC000003E, (248, 249, 250)),  # add_key, request_key, keyctl
+    "aarch64": (0xC00000B7, (217, 218, 219)),
+}
+
+
+def seccomp_filter() -> bytes | None:
+    """A classic BPF program for bwrap's --seccomp: keyring system calls (and, on x86_64, the
+    x32 ABI) fail with EPERM, everything else is allowed; None on other architectures."""
+    import struct
+
+    machine = os.uname().machine
+    if machine not in _KEYRING_SYSCALLS:
+        return None
+    arch, calls = _KEYRING_SYSCALLS[machine]
+    ld_w_abs, jeq_k, jset_k, ret_k = 0x20, 0x15, 0x45, 0x06
+    allow, eperm = 0x7FFF0000, 0x00050000 | 1
+    kill = 0x80000000  # SECCOMP_RET_KILL_PROCESS: a foreign architecture
+    prog = [
+        (ld_w_abs, 0, 0, 4),  # seccomp_data.arch
+        (jeq_k, 1, 0, arch),
+        (ret_k, 0, 0, kill),
+        (ld_w_abs, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if machine == "x86_64":
+        prog.append((jset_k, len(calls) + 1, 0, 0x40000000))  # x32 numbers -> EPERM
+    for i, nr in enumerate(calls):
+        prog.append((jeq_k, len(calls) - i, 0, nr))
+    prog += [(ret_k, 0, 0, allow), (ret_k, 0, 0, eperm)]
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog)
+
+
+def new_session_keyring() -> None:
+    """(Between fork and exec) leave the caller's session keyring for a new, empty one."""
+    nr = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+    if nr is not None:
+        libc().syscall(nr, 1, 0)  # keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)
+
+
 def bwrap_argv(
     bwrap: str,
     *,
@@ -85,6 +126,7 @@ def bwrap_argv(
     tmpfs_mb: int = 64,
     workdir_tmpfs_mb: int | None = None,
     caps_in_userns: Iterable[str] = (),
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The bwrap command line for one sandbox (the program's argv follows it).
 
@@ -113,8 +155,9 @@ def bwrap_argv(
         argv += ["--uid", "0", "--gid", "0"]
         for cap in caps:
             argv += ["--cap-add", cap]
-    else:
-        argv += ["--disable-userns"]  # no nested user namespace: no way back to capabilities
+    argv += ["--disable-userns"]  # no nested user namespace: no way back to capabilities
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     for d in _SYSTEM_DIRS:
         if Path(d).is_dir():
             argv += ["--ro-bind", d, d]

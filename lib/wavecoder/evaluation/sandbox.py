@@ -226,6 +226,7 @@ class Sandbox:
             if self.bwrap_problem:
                 self.bwrap = None
         self.cgroups = self.root and iso.SlotCgroup.available()
+        self._seccomp = iso.seccomp_filter()
         self._staged: list[Path] = []
         self._stage_map: dict[str, str] = {}
         self._slots: dict[int, _Slot] = {}
@@ -407,8 +408,18 @@ class Sandbox:
                 os.setgroups([])
                 os.setresgid(uid, uid, uid)
                 os.setresuid(uid, uid, uid)
+            iso.new_session_keyring()  # none of the caller's keys inside
 
         return pre
+
+    def _seccomp_fd(self) -> int | None:
+        """A pipe holding the seccomp program (bwrap reads it once); the caller closes it."""
+        if self._seccomp is None:
+            return None
+        r, w = os.pipe()
+        os.write(w, self._seccomp)
+        os.close(w)
+        return r
 
     # -- one compile or run step (every language but Python)
 
@@ -427,11 +438,15 @@ class Sandbox:
             tok_r, tok_w = os.pipe()
             res_r, res_w = os.pipe()
         argv = list(step.argv)
+        seccomp = self._seccomp_fd() if self.bwrap else None
         if self.bwrap:
             binds = self._binds(language)
             if language == "go" and self._go_pkg:
                 binds.append((str(self._go_pkg), str(self._go_pkg)))
-            argv = iso.bwrap_argv(self.bwrap, ro=binds, workdir=str(workdir)) + argv
+            argv = (
+                iso.bwrap_argv(self.bwrap, ro=binds, workdir=str(workdir), seccomp_fd=seccomp)
+                + argv
+            )
         inner = self._preexec(slot, limits)
         uid = slot.uid
 
@@ -459,7 +474,7 @@ class Sandbox:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=pre,
-                pass_fds=(3, 4) if token is not None else (),
+                pass_fds=((3, 4) if token is not None else ()) + ((seccomp,) if seccomp else ()),
             )
             if token is not None:
                 os.close(tok_r)
@@ -471,7 +486,7 @@ class Sandbox:
                 tok_w = -1
             output, result, timed_out, exceeded = self._collect(proc, res_r, limits, start)
         finally:
-            for fd in (tok_r, tok_w, res_r, res_w):
+            for fd in (tok_r, tok_w, res_r, res_w, -1 if seccomp is None else seccomp):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
@@ -575,12 +590,18 @@ class Sandbox:
         python = os.path.realpath(self.python)
         argv = [python, "-I", "-S", "-B", "-c", f"{_ZYGOTE}\n_wc_zygote({config!r})\n"]
         cwd = "/"
+        seccomp = self._seccomp_fd() if self.bwrap else None
         if self.bwrap:
             ro = self._binds("python") + (self._python_site() if candidate else [])
             caps = ("CAP_SYS_ADMIN", "CAP_SETPCAP") if candidate else ()
             argv = (
                 iso.bwrap_argv(
-                    self.bwrap, ro=ro, workdir="/w", workdir_tmpfs_mb=1, caps_in_userns=caps
+                    self.bwrap,
+                    ro=ro,
+                    workdir="/w",
+                    workdir_tmpfs_mb=1,
+                    caps_in_userns=caps,
+                    seccomp_fd=seccomp,
                 )
                 + argv
             )
@@ -597,13 +618,15 @@ class Sandbox:
                 stderr=log,
                 start_new_session=True,
                 preexec_fn=self._preexec(slot, None if candidate else _HARNESS_LIMITS),
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(),) + ((seccomp,) if seccomp else ()),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             ours.close()
             raise _ZygoteError(f"{role} zygote did not start: {exc}") from None
         finally:
             theirs.close()
+            if seccomp is not None:
+                os.close(seccomp)
             log.close()
         zygote = _Zygote(proc, ours, role)
         try:
@@ -697,7 +720,9 @@ class Sandbox:
                 try:
                     zygote.ctl.send(b"K")
                     reply = zygote.recv(10)
-                    statuses[zygote.role] = int(reply[1:]) if reply.startswith(b"E") else None
+                    if not reply.startswith(b"E"):  # closed: the zygote died during the run
+                        raise _ZygoteError(f"{zygote.role} zygote: {reply!r}")
+                    statuses[zygote.role] = int(reply[1:])
                 except (OSError, ValueError, _ZygoteError):
                     zygote.close()
                     raise _ZygoteError(f"the {zygote.role} zygote died during the run") from None
