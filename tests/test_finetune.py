@@ -557,6 +557,11 @@ def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
         "finetune.max_seq_length=128",
         "finetune.validation_fraction=0.25",
         "finetune.packing=false",
+        # a fixed per-process batch (paper.yaml's global batch of 512 examples would make one
+        # step of these 18 rows on any number of processes)
+        "finetune.global_batch_size=null",
+        "finetune.gradient_accumulation=2",
+        "finetune.warmup_steps=0",
     ]
     common = ["--params", str(PROJECT / "params" / "paper.yaml"), "--data", str(data)]
     common += [arg for s in sets for arg in ("--set", s)] + ["--set", "finetune.method=lora"]
