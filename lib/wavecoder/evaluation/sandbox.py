@@ -112,6 +112,30 @@ class _Proc:
     seconds: float
 
 
+class _Captured:
+    """A program's merged stdout/stderr as kept: the first 8 KiB and the last 64 KiB, and the
+    total it wrote (past `limit` bytes the run is stopped)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head, self.tail, self.total = bytearray(), bytearray(), 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep a chunk; True once the program wrote more than the limit."""
+        self.total += len(chunk)
+        if len(self.head) < 8192:
+            self.head += chunk[: 8192 - len(self.head)]
+        self.tail += chunk
+        if len(self.tail) > 65536:
+            del self.tail[: len(self.tail) - 65536]
+        return self.total > self.limit
+
+    def output(self) -> bytes:
+        if self.total <= len(self.tail):
+            return bytes(self.tail)
+        return bytes(self.head) + b"\n[...]\n" + bytes(self.tail)
+
+
 def _tail(data: bytes, limit: int = 4000) -> str:
     text = data.decode("utf-8", "replace")
     return text if len(text) <= limit else "…" + text[-limit:]
@@ -510,8 +534,7 @@ class Sandbox:
         sel.register(proc.stdout, selectors.EVENT_READ, "out")
         if res_r >= 0:
             sel.register(res_r, selectors.EVENT_READ, "res")
-        head, tail = bytearray(), bytearray()
-        total, result = 0, bytearray()
+        captured, result = _Captured(limits.max_output_bytes), bytearray()
         timed_out = exceeded = False
         deadline = start + limits.wall_s
         open_streams = len(sel.get_map())
@@ -537,13 +560,7 @@ class Sandbox:
                     if len(result) < 65536:
                         result += chunk
                     continue
-                total += len(chunk)
-                if len(head) < 8192:
-                    head += chunk[: 8192 - len(head)]
-                tail += chunk
-                if len(tail) > 65536:
-                    del tail[: len(tail) - 65536]
-                if total > limits.max_output_bytes:
+                if captured.add(chunk):
                     exceeded = True
                     open_streams = 0
                     break
@@ -556,7 +573,7 @@ class Sandbox:
             timed_out = True
             self._killpg(proc)
             proc.wait()
-        output = bytes(tail) if total <= len(tail) else bytes(head) + b"\n[...]\n" + bytes(tail)
+        output = captured.output()
         return output, bytes(result), timed_out, exceeded
 
     @staticmethod
@@ -762,8 +779,7 @@ class Sandbox:
         sel = selectors.DefaultSelector()
         sel.register(out_r, selectors.EVENT_READ, "out")
         sel.register(res_r, selectors.EVENT_READ, "res")
-        head, tail, result = bytearray(), bytearray(), bytearray()
-        total = 0
+        captured, result = _Captured(limits.max_output_bytes), bytearray()
         timed_out = exceeded = verdict_in = False
         deadline = start + limits.wall_s
         while True:
@@ -787,18 +803,11 @@ class Sandbox:
                     if len(result) < 65536:
                         result += chunk
                     continue
-                total += len(chunk)
-                if len(head) < 8192:
-                    head += chunk[: 8192 - len(head)]
-                tail += chunk
-                if len(tail) > 65536:
-                    del tail[: len(tail) - 65536]
-                if total > limits.max_output_bytes:
-                    exceeded = True
+                exceeded = captured.add(chunk) or exceeded
             if exceeded or not sel.get_map():
                 break
         sel.close()
-        output = bytes(tail) if total <= len(tail) else bytes(head) + b"\n[...]\n" + bytes(tail)
+        output = captured.output()
         return output, bytes(result), timed_out, exceeded
 
     # -- one plan
