@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,18 @@ def shared_file(*parts: str) -> Path:
 @pytest.fixture
 def project() -> Path:
     return PROJECT
+
+
+def need_isolation(box) -> None:
+    """Skip unless every OS protection of the sandbox is in force here."""
+    if os.geteuid() != 0 or not box.bwrap or not box.cgroups:
+        pytest.skip("needs root, bubblewrap and cgroups (the full isolation)")
+
+
+@pytest.fixture
+def one_slot():
+    """A fresh sandbox with one slot: consecutive runs share its zygotes."""
+    from wavecoder.evaluation import sandbox as sb
+
+    with sb.Sandbox(workers=1) as box:
+        yield box

@@ -227,13 +227,6 @@ def test_work_dirs_are_removed(box):
 # ---------------------------------------------------------------- the Python zygotes
 
 
-@pytest.fixture
-def one_slot():
-    """One slot, so that every program goes through the same zygotes."""
-    with sb.Sandbox(workers=1) as sandbox:
-        yield sandbox
-
-
 CANONICAL_STATE_CHECK = """
 import math, os, builtins, sys, glob
 def add(a, b):

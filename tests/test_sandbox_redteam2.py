@@ -32,19 +32,9 @@ import time
 import pytest
 from wavecoder.evaluation import sandbox as sb
 
+from .conftest import need_isolation
+
 FAST = sb.Limits(wall_s=6.0, cpu_s=6, memory_mb=2048)
-
-
-def need_isolation(box: sb.Sandbox) -> None:
-    if os.geteuid() != 0 or not box.bwrap or not box.cgroups:
-        pytest.skip("needs root, bubblewrap and cgroups (the full isolation)")
-
-
-@pytest.fixture
-def one_slot():
-    """A fresh box with one slot: consecutive runs share its zygotes."""
-    with sb.Sandbox(workers=1) as box:
-        yield box
 
 
 def _py(solution: str, tests: list[str], **kw) -> sb.Plan:

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
+
+from .jsonl import parse_jsonl
 
 HUMANEVALPACK_REPO = "bigcode/humanevalpack"
 HUMANEVALPACK_LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")
@@ -395,16 +396,8 @@ def _read_files(
 
 
 def _parse_jsonl(data: bytes) -> list[dict[str, Any]]:
-    rows = []
     # split on "\n" only: str.splitlines would also split on U+2028 etc. inside JSON strings
-    for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"line {lineno}: invalid JSON: {exc}") from None
-    return rows
+    return parse_jsonl(data.decode("utf-8").split("\n"), "line")
 
 
 def _parse_parquet(data: bytes) -> list[dict[str, Any]]:
