@@ -3,10 +3,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: setup study test test-slow lint format bench lab clean
+.PHONY: setup lock study test test-slow lint format bench lab clean
 
+# .venv from locks/cpu.txt (or locks/cuda.txt where a CUDA GPU is), hashes checked
 setup:
 	@bash scripts/setup.sh
+
+# refresh the locks and environment.yml from pyproject.toml (LOCK_UPGRADE=0: change the least)
+lock:
+	@bash scripts/lock.sh
 
 study: setup
 	$(BIN)/wavecoder run $(PARAMS)
@@ -27,8 +32,12 @@ format: setup
 	$(BIN)/ruff format lib tests bench
 	$(BIN)/ruff check --fix lib tests bench notebooks
 
+# every benchmark, each in its quick mode where it has one
 bench: setup
-	$(BIN)/python bench/coreset.py
+	$(BIN)/python bench/coreset.py --n 20000 --k 200
+	$(BIN)/python bench/execution.py
+	$(BIN)/python bench/finetune_throughput.py
+	$(BIN)/python bench/llm_throughput.py
 
 # as root (containers) Jupyter refuses to start without --allow-root
 lab: setup

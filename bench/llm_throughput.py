@@ -12,19 +12,84 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import json
 import multiprocessing
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "lib"))
 
 import wavecoder as wc  # noqa: E402
 from wavecoder import llm  # noqa: E402
 
-from tests.fake_openai_server import serve_forever  # noqa: E402
+
+def serve_forever(delay_s: float, url_queue) -> None:
+    """A minimal OpenAI-compatible chat server on 127.0.0.1 (the benchmark's own: bench never
+    imports tests/): every POST /v1/chat/completions is answered after `delay_s` with a text
+    that depends only on the request; GET /stats counts the requests answered so far."""
+    lock = threading.Lock()
+    answered = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _send(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/stats":
+                with lock:
+                    self._send(200, {"requests": answered[0]})
+            else:
+                self._send(200, {"object": "list", "data": [{"id": "bench"}]})
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path != "/v1/chat/completions":
+                self._send(404, {"error": {"message": "not found"}})
+                return
+            time.sleep(delay_s)
+            body = json.loads(raw or b"{}")
+            content = "answer " + hashlib.sha256(raw).hexdigest()[:16]
+            with lock:
+                answered[0] += 1
+            message = {"role": "assistant", "content": content}
+            usage = {"prompt_tokens": len(raw) // 4, "completion_tokens": 6, "total_tokens": 0}
+            try:
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-bench",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "bench"),
+                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                        "usage": usage,
+                    },
+                )
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.request_queue_size = 128
+    url_queue.put(f"http://127.0.0.1:{server.server_address[1]}/v1")
+    server.serve_forever()
 
 
 @contextlib.contextmanager

@@ -225,6 +225,110 @@ def test_harvest_stdlib_sample_is_deterministic():
     assert first.height > 0
     assert first["url"].to_list() == second["url"].to_list()
     assert set(first["repo"]) == {"python-stdlib"}
+    assert all(url.startswith("stdlib/") for url in first["url"])
+
+
+def _fake_package_root(root: Path) -> Path:
+    """A small source tree: two packages, a Go file, and things a harvest must skip."""
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text(PY_SOURCE)
+    (root / "pkg" / "sub" / "deep.py").write_text(PY_SOURCE.replace("top", "deep_top"))
+    (root / "other.py").write_text('def helper():\n    """Help a little."""\n    return 1\n')
+    (root / "main.go").write_text(TS_SOURCES["go"][1])
+    venv = root / "env"  # a virtual environment inside the tree names this machine's folders
+    (venv / "lib").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {root}\n")
+    (venv / "lib" / "inside.py").write_text(PY_SOURCE)
+    (root / "__editable___pkg_finder.py").write_text(
+        f'MAPPING = {{"pkg": "{root}"}}\n\ndef find(n):\n    """Find {root}."""\n    return n\n'
+    )
+    return root
+
+
+def test_harvest_gives_identical_records_wherever_the_tree_lies(tmp_path):
+    first = _fake_package_root(tmp_path / "one" / "site")
+    second = _fake_package_root(tmp_path / "two" / "deeper" / "still" / "site")
+    a = harvest_python([str(first)])
+    b = harvest_python([str(second)])
+    assert a.height == 7  # 3 + 3 in pkg/, 1 in other.py; nothing from env/ or __editable__*
+    assert a.to_dicts() == b.to_dicts()
+    assert sorted(set(a["path"])) == ["other.py", "pkg/__init__.py", "pkg/sub/deep.py"]
+    assert all(url.startswith("site/") for url in a["url"])
+    go_a = harvest_tree_sitter({"go": [str(first)]})
+    go_b = harvest_tree_sitter({"go": [str(second)]})
+    assert go_a.height == 2 and go_a.to_dicts() == go_b.to_dicts()
+    assert set(go_a["url"]) == {"site/main.go#L4", "site/main.go#L11"}
+    for frame in (a, b, go_a, go_b):
+        for column in ("path", "url", "original_string", "code", "docstring"):
+            assert not any(str(tmp_path) in value for value in frame[column])
+
+
+def test_stdlib_and_site_packages_leave_out_machine_specific_trees(tmp_path, monkeypatch):
+    import wavecoder.corpus as corpus
+
+    stdlib = tmp_path / "prefix" / "lib" / "python3.x"
+    (stdlib / "site-packages" / "boto").mkdir(parents=True)  # the base interpreter's packages
+    (stdlib / "json").mkdir()
+    (stdlib / "json" / "mod.py").write_text(PY_SOURCE)
+    (stdlib / "site-packages" / "boto" / "x.py").write_text(PY_SOURCE)
+    site = tmp_path / "venv" / "lib" / "python3.x" / "site-packages"
+    for top in ("numpy", "nvidia", "triton", "wavecoder"):
+        (site / top).mkdir(parents=True)
+        (site / top / "m.py").write_text(PY_SOURCE)
+    (site / "__editable___wavecoder_0_1_0_finder.py").write_text(PY_SOURCE)
+    paths = {"stdlib": str(stdlib), "purelib": str(site), "platlib": str(site)}
+    monkeypatch.setattr(corpus.sysconfig, "get_paths", lambda: paths)
+    monkeypatch.setattr(
+        corpus,
+        "_distribution_index",
+        lambda: {"numpy": "numpy", "nvidia": "nvidia-cublas", "wavecoder": "wavecoder"},
+    )
+    found = harvest_python(["stdlib", "site-packages"])
+    assert sorted(set(found["url"].str.replace(r"#L\d+$", ""))) == [
+        "site-packages/numpy/m.py",
+        "stdlib/json/mod.py",
+    ]
+    assert set(found["repo"]) == {"numpy", "python-stdlib"}
+
+
+IRREGULAR_FORMS = {
+    "bom": lambda text: "\ufeff" + text,
+    "crlf": lambda text: text.replace("\n", "\r\n"),
+    "bom+crlf": lambda text: "\ufeff" + text.replace("\n", "\r\n"),
+    "trailing blank lines": lambda text: text + "\n\n  \n",
+    "bom+crlf+trailing": lambda text: "\ufeff" + (text + "\n\n").replace("\n", "\r\n"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(IRREGULAR_FORMS))
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_irregular_jsonl_files_load_every_record(tmp_path, form, gz):
+    text = "".join(json.dumps(record(i)) + "\n" for i in range(3))
+    data = IRREGULAR_FORMS[form](text).encode("utf-8")
+    path = tmp_path / ("c.jsonl.gz" if gz else "c.jsonl")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    report = LoadReport()
+    frame = load_codesearchnet(path, report=report, strict=True)
+    assert frame["func_name"].to_list() == ["f0", "f1", "f2"]
+    assert report.malformed == 0 and report.records == 3
+
+
+@pytest.mark.parametrize("form", sorted(IRREGULAR_FORMS))
+def test_irregular_source_files_harvest_like_regular_ones(tmp_path, form):
+    regular, irregular = tmp_path / "regular" / "src", tmp_path / "irregular" / "src"
+    for root, change in ((regular, lambda t: t), (irregular, IRREGULAR_FORMS[form])):
+        root.mkdir(parents=True)
+        (root / "mod.py").write_bytes(change(PY_SOURCE).encode("utf-8"))
+        (root / "main.go").write_bytes(change(TS_SOURCES["go"][1]).encode("utf-8"))
+    # a file's sha is of its text with LF line ends: only the extra blank lines change it
+    drop = {"repo"} | ({"sha"} if "trailing" in form else set())
+    python = [harvest_python([str(root)]).drop(drop).to_dicts() for root in (regular, irregular)]
+    assert len(python[0]) == 3 and python[0] == python[1]
+    go = [
+        harvest_tree_sitter({"go": [str(root)]}).drop(drop).to_dicts()
+        for root in (regular, irregular)
+    ]
+    assert len(go[0]) == 2 and go[0] == go[1]
 
 
 TS_SOURCES = {

@@ -37,7 +37,7 @@ def write_params(folder: Path, **llm_extra) -> Path:
     data = {
         "extends": str(PROJECT / "params" / "smoke.yaml"),
         "llm": llm,
-        "generate": {"max_items": 3, "max_code_chars": 400},
+        "generate": {"max_items": 3, "max_code_chars": 400, "targets": None},  # by task_mix
         "finetune": {
             "base_model": "org/model-6.7b-base",
             "method": "lora",

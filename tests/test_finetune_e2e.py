@@ -31,6 +31,7 @@ def test_lora_on_smollm2_learns_a_small_set_and_the_adapter_reloads(tmp_path):
         SMOKE,
         {
             "finetune.data_file": str(data),
+            "finetune.mix_with": None,  # the learnable rows only
             "finetune.max_steps": 8,
             "finetune.batch_size": 4,
             "finetune.packing": False,
@@ -62,6 +63,7 @@ def test_command_line_killed_then_resumed(tmp_path):
         "--data", str(data), "--no-progress",
         "--set", "finetune.max_steps=6", "--set", "finetune.save_steps=2",
         "--set", "finetune.batch_size=1", "--set", "finetune.validation_fraction=0",
+        "--set", "finetune.mix_with=null",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, env=env, start_new_session=True)

@@ -61,6 +61,7 @@ def fake_overrides(url: str, **extra) -> dict:
         "generate.max_items": None,
         "generate.batch_size": 4,
         "generate.task_mix": "balanced",
+        "generate.targets": None,  # one task per record, by task_mix
         "generate.leakage_benchmarks": [],
     }
     return {**base, **extra}

@@ -165,7 +165,7 @@ CASES = [
         "01_select",
         "cell-19",
         """
-        kcenter_idx, pool = [0], NS(height=1)
+        kcenter_idx, reserve_idx, pool = [0], [], NS(height=1)
         diversity = {"kcenter": {"covering_radius": 0.5}, "random": {"covering_radius": 0.7}}
         report = NS(as_metrics=lambda: {"files": [SCRIPT]})
         outcome = NS(funnel=[{"step": "loaded", "removed": 0}], notes=[IMG])
@@ -186,7 +186,9 @@ CASES = [
         )
         stage_generate = NS(
             codeocean_row=lambda r: r,
-            summarize=lambda run, params: {"headline": BOTH, "accept_by_task": {SVG: {"n": 1}}},
+            summarize=lambda run, params: {
+                "headline": BOTH, "targets": [{"task": SVG, "target": SCRIPT}]
+            },
         )
         """,
     ),

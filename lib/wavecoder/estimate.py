@@ -350,32 +350,94 @@ def _representative_code(task_examples: list[dict[str, Any]], chars: int) -> str
     return text[:chars]
 
 
-def planned_items(params: StudyParams, run_dir: str | Path | None) -> tuple[list[Any], str, str]:
+def _accept_rates(
+    run_dir: str | Path | None, accept_rate: float | None
+) -> tuple[dict[str, float], str]:
+    """With generate.targets the number of items depends on how many the judge accepts: the
+    rate asked for, else per task as measured in this run's stage 02 metrics, else the
+    paper's (Table 1's 19,915 accepted cases from its 20K selected records)."""
+    if accept_rate is not None:
+        return {}, f"an accept rate of {accept_rate:.2%} (--accept-rate)"
+    if run_dir is not None:
+        path = Path(run_dir) / "02_generate" / "metrics.json"
+        if path.exists():
+            try:
+                rates = json.loads(path.read_text()).get("accept_by_task") or {}
+                measured = {t: float(v["rate"]) for t, v in rates.items() if v.get("n")}
+                if measured:
+                    return measured, f"the accept rates measured in {path}"
+            except (ValueError, KeyError, TypeError):
+                pass
+    return {}, (
+        f"an accept rate of {PAPER_ACCEPT_RATE:.2%} (the paper's 19,915 of 20K; a lower rate "
+        "means proportionally more calls)"
+    )
+
+
+def _items_for_targets(
+    params: StudyParams, available: int, run_dir: str | Path | None, accept_rate: float | None
+) -> tuple[dict[str, int], str]:
+    """Items per task expected to meet `generate.targets`, capped by the records available."""
+    rates, rate_how = _accept_rates(run_dir, accept_rate)
+    default = PAPER_ACCEPT_RATE if accept_rate is None else accept_rate
+    counts = {}
+    for task, target in (params.generate.targets or {}).items():
+        if target:
+            rate = max(rates.get(task, default), 0.01)
+            counts[task] = math.ceil(target / rate)
+    total = sum(counts.values())
+    wanted = sum((params.generate.targets or {}).values())
+    how = f"generate.targets {wanted:,} accepted at {rate_how}"
+    if total > available:  # shares of what is there, by largest remainder
+        shares = {t: n * available / total for t, n in counts.items()}
+        counts = {t: int(v) for t, v in shares.items()}
+        by_remainder = sorted(shares, key=lambda t: (int(shares[t]) - shares[t], t))
+        for task in by_remainder[: available - sum(counts.values())]:
+            counts[task] += 1
+        how += f", cut to the {available:,} records available (select.k + select.reserve)"
+    return counts, how
+
+
+def planned_items(
+    params: StudyParams, run_dir: str | Path | None, accept_rate: float | None = None
+) -> tuple[list[Any], str, str]:
     """The stage-02 items (from stage 01's selection when it is there), how the count was
     found, and where the code came from."""
-    from .codeocean import load_tasks, plan_items
-    from .stage_generate import load_selected, plan, selected_path
+    from .codeocean import item_for, load_tasks, plan_items
+    from .stage_generate import load_selected, selected_path
 
     gen = params.generate
+    k = params.select.k
+    available = k + (params.select.reserve if gen.targets else 0)
+    if gen.max_items is not None:
+        available = min(available, gen.max_items)
+    frame = None
     if run_dir is not None and selected_path(run_dir).exists():
         frame = load_selected(params, run_dir)
-        items = plan(params, frame)
+        available = frame.height
+    if gen.targets:
+        counts, how = _items_for_targets(params, available, run_dir, accept_rate)
+        tasks = [t for t, n in counts.items() for _ in range(n)]
+    if frame is not None:
+        rows = frame.to_dicts()
         limit = (
             f"first generate.max_items = {gen.max_items}"
             if gen.max_items is not None
             else "generate.max_items null: all"
         )
-        return (
-            items,
-            f"stage 01's selection {selected_path(run_dir)}, {limit}",
-            "the selected records' own code",
-        )
-    k = params.select.k
-    if gen.max_items is None:
-        n, how = k, f"generate.max_items null: the selection size select.k = {k:,}"
+        source = f"stage 01's selection {selected_path(run_dir)}, {limit}"
+        if gen.targets:
+            items = [item_for(row, task, gen, params.seed) for row, task in zip(rows, tasks)]
+            return items, f"{how}; code from {source}", "the selected records' own code"
+        return plan_items(rows, gen, params.seed), source, "the selected records' own code"
+    if not gen.targets:
+        if gen.max_items is None:
+            n, how = k, f"generate.max_items null: the selection size select.k = {k:,}"
+        else:
+            n = min(gen.max_items, k)
+            how = f"generate.max_items = {gen.max_items:,} (select.k = {k:,})"
     else:
-        n = min(gen.max_items, k)
-        how = f"generate.max_items = {gen.max_items:,} (select.k = {k:,})"
+        n = len(tasks)
     where = f"no {selected_path(run_dir)}" if run_dir is not None else "no run folder"
     how += f"; stage 01 has not run ({where}), tasks planned as stage 02 would"
     languages = _languages(params)
@@ -392,6 +454,8 @@ def planned_items(params: StudyParams, run_dir: str | Path | None) -> tuple[list
         "(the mean of default.yaml's 500 selected stdlib functions; text: the task specs' seed "
         f"code repeated), languages cycled over {', '.join(languages)}"
     )
+    if gen.targets:
+        return [item_for(row, t, gen, params.seed) for row, t in zip(rows, tasks)], how, code_how
     return plan_items(rows, gen, params.seed), how, code_how
 
 
@@ -439,14 +503,17 @@ def estimate(
     params: StudyParams,
     run_dir: str | Path | None = None,
     sample: int = 200,
-    accept_rate: float = PAPER_ACCEPT_RATE,
+    accept_rate: float | None = None,
     counters: dict[str, TokenCounter] | None = None,
 ) -> Estimate:
-    """Stage 02's calls, tokens and USD, and stages 03-04's GPU hours (see the module doc)."""
+    """Stage 02's calls, tokens and USD, and stages 03-04's GPU hours (see the module doc).
+    `accept_rate` null: the paper's (with generate.targets: this run's measured rates first)."""
     from .codeocean import ExampleDB, load_tasks, prompts
 
     gen = params.generate
-    items, items_method, code_method = planned_items(params, run_dir)
+    items, items_method, code_method = planned_items(params, run_dir, accept_rate)
+    if accept_rate is None:
+        accept_rate = PAPER_ACCEPT_RATE
     specs = load_tasks()
     if counters is None:
         counters = {}

@@ -10,7 +10,9 @@ What it guarantees (the paper's released code did none of it):
   repeats at most the calls that were in flight;
 - token usage from the API's `usage`, cost from the params' price table, an optional budget cap
   that stops issuing new calls;
-- API keys only from environment variables, checked before any work, never logged.
+- API keys only from environment variables, checked before any work, never logged;
+- `llm.mode: batch`: a round's calls go out as one batch job per endpoint (OpenAI Batch API or
+  a local command such as vLLM's `run_batch`), resumable after a kill (`llm_batch`).
 """
 
 from __future__ import annotations
@@ -115,11 +117,23 @@ def gguf_for(endpoint: LLMEndpoint, resolve: Callable[[str], Path] | None = None
     return default_gguf()
 
 
+def needs_key(llm: LLMParams) -> bool:
+    """Whether calls reach an endpoint at all (not with batch jobs run by a local command)."""
+    return not (llm.mode == "batch" and llm.batch.runner == "command")
+
+
 def check_endpoints(llm: LLMParams, resolve: Callable[[str], Path] | None = None) -> None:
-    """Fail fast, before any work: every key present, every embedded model file found."""
+    """Fail fast, before any work: every key present, every embedded model file found, no
+    embedded backend in batch mode."""
     for role in ROLES:
         endpoint = getattr(llm, role)
-        resolve_api_key(endpoint, role)
+        if llm.mode == "batch" and endpoint.backend == "embedded":
+            raise LLMConfigError(
+                f"llm.mode 'batch' cannot use llm.{role}.backend 'embedded' (it has no batch "
+                f"API): set llm.{role}.backend to 'openai', or llm.mode to 'interactive'"
+            )
+        if needs_key(llm):
+            resolve_api_key(endpoint, role)
         if endpoint.backend == "embedded":
             gguf_for(endpoint, resolve)
 
@@ -396,6 +410,17 @@ class ResponseCache:
                 os.fsync(self._handle.fileno())
             self.entries[record["key"]] = record
 
+    def put_many(self, records: list[dict[str, Any]]) -> None:
+        """Several answers with one flush and fsync (a batch job's output)."""
+        lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+        with self._lock:
+            self._handle.write(lines)
+            self._handle.flush()
+            if self.fsync:
+                os.fsync(self._handle.fileno())
+            for record in records:
+                self.entries[record["key"]] = record
+
     def close(self) -> None:
         if not self._handle.closed:
             self._handle.close()
@@ -423,7 +448,8 @@ class ChatResult:
 
 @dataclass
 class CallStats:
-    """Tally of one session; `requests` counts HTTP requests actually sent."""
+    """Tally of one session; `requests` counts HTTP requests actually sent (in batch mode:
+    lines sent in batch jobs)."""
 
     requests: int = 0
     retries: int = 0
@@ -441,6 +467,10 @@ class CallStats:
     failures: Counter = field(default_factory=Counter)  # reason -> calls that failed for good
     latencies: list[float] = field(default_factory=list)  # of answers used (cached: original)
     notes: list[str] = field(default_factory=list)
+    batches_submitted: int = 0  # batch mode: jobs sent
+    batches_resumed: int = 0  # open jobs of an earlier (killed) run collected
+    batch_lines_resubmitted: int = 0  # expired or failed lines sent again
+    batch_lines_failed: int = 0  # lines that failed for good (past llm.batch.max_resubmits)
 
     def as_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -466,6 +496,10 @@ class CallStats:
             "latency_p50_s": q(0.5),
             "latency_p90_s": q(0.9),
             "latency_max_s": lat[-1] if lat else None,
+            "batches_submitted": self.batches_submitted,
+            "batches_resumed": self.batches_resumed,
+            "batch_lines_resubmitted": self.batch_lines_resubmitted,
+            "batch_lines_failed": self.batch_lines_failed,
             "notes": self.notes,
         }
 
@@ -521,7 +555,9 @@ class LLMSession:
 
     Use as `async with LLMSession(params.llm, cache_path) as llm: await llm.chat(...)`.
     Embedded servers start lazily on the first cache miss (a warm rerun starts none) and always
-    stop on exit."""
+    stop on exit. With `llm.mode: batch`, cache misses go out as batch jobs (`llm_batch`); their
+    request, output and state files live in `batch_dir` (default: `<log_dir>/batches`, else
+    next to the cache)."""
 
     def __init__(
         self,
@@ -530,6 +566,8 @@ class LLMSession:
         resolve: Callable[[str], Path] | None = None,
         log_dir: str | Path | None = None,
         seed: int = 0,
+        batch_dir: str | Path | None = None,
+        progress: bool = True,
     ) -> None:
         check_endpoints(llm, resolve)  # before any work
         self.params = llm
@@ -544,7 +582,8 @@ class LLMSession:
         self.endpoints: dict[str, _Endpoint] = {}
         for role in ROLES:
             cfg = getattr(llm, role)
-            endpoint = _Endpoint(role, cfg, resolve_api_key(cfg, role), json_mode_of(cfg))
+            key = resolve_api_key(cfg, role) if needs_key(llm) else "no-key-needed"
+            endpoint = _Endpoint(role, cfg, key, json_mode_of(cfg))
             if cfg.backend == "embedded":
                 gguf = gguf_for(cfg, resolve)
                 ident = (str(gguf), cfg.model, cfg.n_ctx, cfg.n_threads, cfg.extra_bufts)
@@ -567,6 +606,14 @@ class LLMSession:
             self.endpoints[role] = endpoint
         if self.cache.torn_lines:
             self.stats.notes.append(f"cache: skipped {self.cache.torn_lines} torn line(s)")
+        self.batch = None
+        if llm.mode == "batch":
+            from .llm_batch import BatchCoordinator
+
+            if batch_dir is None:
+                base = Path(log_dir) if log_dir else Path(cache_path).parent
+                batch_dir = base / "batches"
+            self.batch = BatchCoordinator(self, Path(batch_dir), progress)
 
     # -- lifecycle
 
@@ -580,6 +627,8 @@ class LLMSession:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.batch is not None:
+            await self.batch.aclose()
         for endpoint in self.endpoints.values():
             if endpoint.client is not None:
                 try:
@@ -658,6 +707,19 @@ class LLMSession:
                     other.client = None
             await asyncio.to_thread(server.start)
 
+    # -- rounds (batch mode gathers a round's calls into one job; interactive mode ignores them)
+
+    def begin_round(self, participants: int) -> None:
+        """`participants` coroutines will now make calls; each says `participant_done()` when
+        it will make no more."""
+        if self.batch is not None:
+            self.batch.begin_round(participants)
+
+    def participant_done(self) -> None:
+        """One participant of the current round will make no more calls."""
+        if self.batch is not None:
+            self.batch.participant_done()
+
     # -- calls
 
     def _budget_left(self) -> bool:
@@ -670,6 +732,8 @@ class LLMSession:
         completion = int(usage.get("completion_tokens") or 0)
         cost = price_of(self.params.prices_per_1m_tokens, record["model"], prompt, completion)
         cost = cost or 0.0
+        if record.get("batch"):  # answered by a batch job: the batch price
+            cost *= 1 - self.params.batch_discount
         self.stats.prompt_tokens += prompt
         self.stats.completion_tokens += completion
         self.stats.cost_usd += cost
@@ -712,6 +776,8 @@ class LLMSession:
         record = self.cache.get(key)
         if record is not None:
             return self._tally(record, cached=True)
+        if self.batch is not None:  # parked until the round's calls go out as one job
+            return await self.batch.chat(endpoint, key, messages, settings)
         if key in self._inflight:  # the same request twice in one run: one call
             result = await asyncio.shield(self._inflight[key])
             if result.ok:
@@ -861,12 +927,18 @@ async def chat_many(
     json_schema: dict[str, Any] | None = None,
     progress: Callable[[ChatResult], None] | None = None,
 ) -> list[ChatResult]:
-    """Many chats concurrently (bounded by the session's limit), results in input order."""
+    """Many chats concurrently (bounded by the session's limit), results in input order; one
+    round (in batch mode: one job)."""
 
     async def one(messages: list[dict[str, Any]]) -> ChatResult:
-        result = await session.chat(role, messages, template_version, json_schema)
+        try:
+            result = await session.chat(role, messages, template_version, json_schema)
+        finally:
+            session.participant_done()
         if progress is not None:
             progress(result)
         return result
 
+    requests = list(requests)
+    session.begin_round(len(requests))
     return list(await asyncio.gather(*(one(m) for m in requests)))

@@ -653,6 +653,39 @@ def funnel_section(funnel: dict[str, dict[str, int]]) -> str:
     return "<h3>Where the cases ended, per task</h3>" + _table(funnel_rows(funnel))
 
 
+def targets_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage 02 per task: target (or '-' without targets), accepted, tried, accept rate, and
+    how many rounds the task ran in."""
+    rounds: dict[str, set] = {}
+    for row in metrics.get("accept_by_round") or []:
+        rounds.setdefault(row["task"], set()).add(row["round"])
+    return [
+        {
+            "task": row["task"],
+            "target": "-" if row.get("target") is None else row["target"],
+            "accepted": row["accepted"],
+            "tried": row["tried"],
+            "accept rate": "-" if row.get("accept_rate") is None else f"{row['accept_rate']:.0%}",
+            "met": {True: "yes", False: "no", None: "-"}[row.get("met")],
+            "rounds": len(rounds.get(row["task"], ())),
+        }
+        for row in metrics.get("targets") or []
+    ]
+
+
+def targets_section(metrics: dict[str, Any]) -> str:
+    summary = (metrics.get("llm") or {}).get("targets") or {}
+    note = ""
+    if summary:
+        note = (
+            f'<p class="muted">{summary.get("drawn", 0):,} of {summary.get("available", 0):,} '
+            "selected records (reserve included) drawn; targets "
+            + ("met" if summary.get("met") else "<strong>not met</strong>")
+            + "</p>"
+        )
+    return "<h3>Targets vs accepted, per task</h3>" + note + _table(targets_rows(metrics))
+
+
 def build_report(run_dir: str | Path, out_path: str | Path, title: str = "WaveCoder study") -> Path:
     """Write one self-contained HTML file (figures inlined) for the whole run."""
     run_dir = Path(run_dir)
@@ -677,6 +710,8 @@ def build_report(run_dir: str | Path, out_path: str | Path, title: str = "WaveCo
             + f", git {html.escape(str((manifest.get('git') or {}).get('commit', ''))[:10])}"
             + f', notebook <a href="{name}/{name}.html">{name}.html</a></span></p>'
         )
+        if name == "02_generate" and metrics.get("targets"):
+            parts.append(targets_section(metrics))
         if name == "02_generate" and metrics.get("funnel_by_task"):
             parts.append(funnel_section(metrics["funnel_by_task"]))
         parts.extend(_figure(p) for p in info["figures"])

@@ -15,7 +15,8 @@ import polars as pl
 from . import llm
 from .codeocean import ExampleDB, GenerationRun, Item, load_tasks, plan_items, run_generation
 from .codeocean import plots as co_plots
-from .config import StudyParams
+from .codeocean.pipeline import TargetPlan
+from .config import TASKS, StudyParams
 
 CACHE_FILE = "llm_cache.jsonl"
 EXAMPLE_DB_FILE = "example_db.jsonl"
@@ -25,8 +26,13 @@ def selected_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "01_select" / "selected.parquet"
 
 
+def reserve_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "01_select" / "reserve.parquet"
+
+
 def load_selected(params: StudyParams, run_dir: str | Path) -> pl.DataFrame:
-    """The first `generate.max_items` records of stage 01's selection, by selection_rank."""
+    """Stage 01's selection by selection_rank, cut to `generate.max_items`; with
+    `generate.targets`, its reserve (reserve.parquet, if stage 01 made one) follows it."""
     path = selected_path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"stage 02 needs stage 01's output {path}; run stage 01 first")
@@ -35,14 +41,42 @@ def load_selected(params: StudyParams, run_dir: str | Path) -> pl.DataFrame:
     missing = needed - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    reserve = reserve_path(run_dir)
+    if params.generate.targets and reserve.exists():
+        extra = pl.read_parquet(reserve)
+        if extra.height:
+            frame = pl.concat([frame, extra.select(frame.columns)], how="vertical_relaxed")
     frame = frame.sort("selection_rank")
     if params.generate.max_items is not None:
         frame = frame.head(params.generate.max_items)
     return frame
 
 
-def plan(params: StudyParams, frame: pl.DataFrame) -> list[Item]:
+def plan(params: StudyParams, frame: pl.DataFrame) -> list[Item] | TargetPlan:
+    """A task per record by task_mix, or, with `generate.targets`, a plan that gives tasks
+    round by round until the targets are met."""
+    if params.generate.targets:
+        return TargetPlan(frame.to_dicts(), params.generate.targets, params.generate, params.seed)
     return plan_items(frame.to_dicts(), params.generate, params.seed)
+
+
+def describe_plan(planned: list[Item] | TargetPlan) -> pl.DataFrame:
+    """Tasks per record planned up front, or targets and the records available to meet them."""
+    if isinstance(planned, TargetPlan):
+        return pl.DataFrame(
+            {
+                "task": list(planned.targets),
+                "target": list(planned.targets.values()),
+                "records available": [planned.total] * len(planned.targets),
+            }
+        )
+    rows = [{"task": i.task, "language": i.language, "target": i.target_language} for i in planned]
+    return (
+        pl.DataFrame(rows, schema={"task": pl.String, "language": pl.String, "target": pl.String})
+        .group_by("task")
+        .len()
+        .sort("task")
+    )
 
 
 def cache_path(params: StudyParams, out: str | Path) -> Path:
@@ -70,7 +104,7 @@ def describe_endpoints(params: StudyParams) -> list[dict[str, Any]]:
 
 
 async def generate(
-    params: StudyParams, out: str | Path, items: list[Item], progress: bool = True
+    params: StudyParams, out: str | Path, items: list[Item] | TargetPlan, progress: bool = True
 ) -> GenerationRun:
     """Run the generator-discriminator over `items`; the embedded server (if any) is started
     on the first cache miss and always stopped."""
@@ -78,8 +112,16 @@ async def generate(
     llm.check_endpoints(params.llm, params.resolve_path)  # clear error before any work
     specs = load_tasks()
     db = ExampleDB.seeded(specs, params.generate.example_pool_size)
+    batch = params.llm.batch  # llm.mode batch: job files and state, resumed after a kill
+    batch_dir = params.resolve_path(batch.dir) if batch.dir else out / "batches"
     async with llm.LLMSession(
-        params.llm, cache_path(params, out), params.resolve_path, log_dir=out, seed=params.seed
+        params.llm,
+        cache_path(params, out),
+        params.resolve_path,
+        log_dir=out,
+        seed=params.seed,
+        batch_dir=batch_dir,
+        progress=progress,
     ) as session:
         run = await run_generation(
             items, specs, session, db, params.generate, params.seed, out / EXAMPLE_DB_FILE, progress
@@ -89,7 +131,7 @@ async def generate(
 
 
 def generate_sync(
-    params: StudyParams, out: str | Path, items: list[Item], progress: bool = True
+    params: StudyParams, out: str | Path, items: list[Item] | TargetPlan, progress: bool = True
 ) -> GenerationRun:
     return llm.run_sync(lambda: generate(params, out, items, progress))
 
@@ -199,6 +241,38 @@ def outcome_table(run: GenerationRun) -> pl.DataFrame:
 
 def _rate(hits: int, n: int) -> dict[str, float]:
     return {"rate": hits / n if n else 0.0, "n": n, "hits": hits}
+
+
+def accept_by_round(run: GenerationRun) -> list[dict[str, Any]]:
+    """Per round and task: items tried, accepted, and the accept rate."""
+    rows: dict[tuple[int, str], list[int]] = {}
+    for r in run.records:
+        tally = rows.setdefault((int(r.get("round", 0)), r["task"]), [0, 0])
+        tally[0] += 1
+        tally[1] += r["status"] == "accepted"
+    return [
+        {"round": rnd, "task": task, "tried": n, "accepted": hits, "rate": hits / n}
+        for (rnd, task), (n, hits) in sorted(rows.items())
+    ]
+
+
+def targets_table(run: GenerationRun) -> list[dict[str, Any]]:
+    """Per task: the target (if any), accepted, tried and the accept rate."""
+    targets = (run.stats.get("targets") or {}).get("targets") or {}
+    tried = Counter(r["task"] for r in run.records)
+    accepted = Counter(r["task"] for r in run.by_status("accepted"))
+    tasks = [t for t in TASKS if t in targets or t in tried]
+    return [
+        {
+            "task": t,
+            "target": targets.get(t),
+            "accepted": accepted[t],
+            "tried": tried[t],
+            "accept_rate": accepted[t] / tried[t] if tried[t] else None,
+            "met": None if t not in targets else accepted[t] >= targets[t],
+        }
+        for t in tasks
+    ]
 
 
 def accept_by_task(run: GenerationRun) -> dict[str, dict[str, float]]:
@@ -397,6 +471,8 @@ def summarize(run: GenerationRun, params: StudyParams) -> dict[str, Any]:
         "counts": counts,
         "accept_by_task": accept_by_task(run),
         "funnel_by_task": funnel_by_task(run),
+        "targets": targets_table(run),
+        "accept_by_round": accept_by_round(run),
         "tasks": dict(Counter(r["task"] for r in run.records)),
         "yes_by_rule": yes_by_rule(run),
         "reasons": dict(reasons.most_common()),
@@ -433,7 +509,8 @@ def lengths_by_status(run: GenerationRun) -> dict[str, list[float]]:
 
 
 def make_plots(run: GenerationRun, out: str | Path) -> list[Path]:
-    """Accept rate per task and per rule, latency, instruction and solution lengths."""
+    """Accept rate per task, targets and rounds, per rule, latency, instruction and solution
+    lengths."""
     out = Path(out)
     co_plots.accept_rates(
         accept_by_task(run), out / "accept_by_task.png", "Accept rate per task", "accepted"
@@ -450,7 +527,15 @@ def make_plots(run: GenerationRun, out: str | Path) -> list[Path]:
             "words",
             f"{field.capitalize()} length",
         )
-    names = ["accept_by_task", "yes_by_rule", "latency", "instruction_lengths", "solution_lengths"]
+    co_plots.targets_and_rounds(targets_table(run), accept_by_round(run), out / "targets.png")
+    names = [
+        "accept_by_task",
+        "targets",
+        "yes_by_rule",
+        "latency",
+        "instruction_lengths",
+        "solution_lengths",
+    ]
     return [out / f"{name}.png" for name in names]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import polars as pl
 
 from . import corpus as corpus_mod
 from . import filters as F
+from . import select
 from .config import StudyParams
 
 
@@ -198,3 +200,28 @@ def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
 def ranked(pool: pl.DataFrame, indices: list[int]) -> pl.DataFrame:
     """The pool rows at `indices`, in that order, with their `selection_rank`."""
     return pool[indices].with_columns(pl.Series("selection_rank", range(len(indices))))
+
+
+def kcenter_with_reserve(
+    embeddings: np.ndarray, k: int, reserve: int, seed: int, device: str, notes: list[str]
+) -> tuple[list[int], list[int]]:
+    """k-center picks: the first k (the selection) and the next `reserve` (stage 02 draws them
+    in order when per-task targets are not met). Greedy picks do not depend on how many are
+    asked for, so the first k are the same with or without a reserve."""
+    n = embeddings.shape[0]
+    if k + reserve > n:
+        notes.append(f"select.reserve cut from {reserve} to {max(0, n - k)}: the pool has {n}")
+        reserve = max(0, n - k)
+    picks = select.kcenter_greedy(embeddings, k + reserve, seed=seed, device=device)
+    return picks[:k], picks[k:]
+
+
+def write_selection(
+    pool: pl.DataFrame, kcenter_idx: list[int], reserve_idx: list[int], out: Path
+) -> pl.DataFrame:
+    """selected.parquet (ranks 0..k-1) and reserve.parquet (ranks k.., possibly empty)."""
+    everything = ranked(pool, kcenter_idx + reserve_idx)
+    selected = everything.head(len(kcenter_idx))
+    selected.write_parquet(out / "selected.parquet")
+    everything.tail(len(reserve_idx)).write_parquet(out / "reserve.parquet")
+    return selected

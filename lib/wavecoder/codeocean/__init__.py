@@ -3,15 +3,17 @@ and the generator-discriminator loop (WaveCoder, arXiv 2312.14187, section 3).""
 
 from .examples import ExampleDB
 from .parsing import parse_case, parse_verdict, prefilter
-from .pipeline import GenerationRun, Item, plan_items, run_generation
+from .pipeline import GenerationRun, Item, TargetPlan, item_for, plan_items, run_generation
 from .tasks import TaskSpec, assign_tasks, load_tasks
 
 __all__ = [
     "ExampleDB",
     "GenerationRun",
     "Item",
+    "TargetPlan",
     "TaskSpec",
     "assign_tasks",
+    "item_for",
     "load_tasks",
     "parse_case",
     "parse_verdict",

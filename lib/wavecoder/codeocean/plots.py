@@ -48,3 +48,39 @@ def histogram(values: dict[str, list[float]], path: str | Path, xlabel: str, tit
     ax.set_title(title)
     save(fig, path)
     return fig
+
+
+def targets_and_rounds(
+    targets: list[dict], by_round: list[dict], path: str | Path, title: str = "Targets"
+):
+    """Left: accepted vs target per task. Right: accept rate per task and round."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    tasks = [row["task"].removeprefix("code_") for row in targets]
+    accepted = [row["accepted"] for row in targets]
+    wanted = [row["target"] or 0 for row in targets]
+    y = np.arange(len(tasks))
+    left.barh(y - 0.2, accepted, height=0.4, color="seagreen", label="accepted")
+    if any(wanted):
+        left.barh(y + 0.2, wanted, height=0.4, color="lightgray", label="target")
+    left.set_yticks(y, tasks)
+    left.legend()
+    left.set_xlabel("cases")
+    left.set_title(title)
+    for task in sorted({row["task"] for row in by_round}):
+        rows = [row for row in by_round if row["task"] == task]
+        right.plot(
+            [row["round"] for row in rows],
+            [row["rate"] for row in rows],
+            marker="o",
+            label=task.removeprefix("code_"),
+        )
+    if not by_round:
+        right.text(0.5, 0.5, "no data", ha="center", va="center", transform=right.transAxes)
+    else:
+        right.legend(fontsize=8)
+    right.set_ylim(-0.05, 1.05)
+    right.set_xlabel("round")
+    right.set_ylabel("accept rate")
+    right.set_title("Accept rate per task and round")
+    save(fig, path)
+    return fig

@@ -123,8 +123,38 @@ def load_hub_records(dataset_id: str, split: str, source: str) -> list[Record]:
     return [record_from_json(row, f"{dataset_id}[{i}]", source) for i, row in enumerate(rows)]
 
 
+TASK_SEEDS = "task-seeds"
+
+
+def task_seed_records() -> list[Record]:
+    """The good seed cases of the four task specs (lib/wavecoder/data/tasks), as records."""
+    from ..codeocean import load_tasks
+
+    records = []
+    for name, spec in load_tasks().items():
+        for i, example in enumerate(spec.examples):
+            if example.get("verdict") != "good":
+                continue
+            case = example["case"]
+            records.append(
+                Record(
+                    instruction=case["instruction"],
+                    input=case.get("information") or "",
+                    output=case["solution"],
+                    id=f"seed:{name}:{i}",
+                    task=name,
+                    language=str(example.get("language") or ""),
+                    source=TASK_SEEDS,
+                )
+            )
+    return records
+
+
 def load_mix(path_or_id: str, split: str = "train", base_dir: Path | None = None) -> list[Record]:
-    """Records of the set to mix in: a local file when it exists, else a hub dataset id."""
+    """Records of the set to mix in: `task-seeds` (the task specs' good seed cases), a local
+    file when it exists, else a hub dataset id."""
+    if path_or_id == TASK_SEEDS:
+        return task_seed_records()
     path = Path(path_or_id).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path

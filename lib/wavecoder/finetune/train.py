@@ -157,7 +157,10 @@ def prepare_data(
     """Read, check, mix, split, tokenize and (optionally) pack the instruction data."""
     ft = params.finetune
     data_path = Path(data_path)
-    records = read_instructions(data_path)
+    if ft.mix_with and data_path.exists() and not data_path.read_text(encoding="utf-8").strip():
+        records = []  # nothing accepted upstream: the mix alone (the smoke preset's case)
+    else:
+        records = read_instructions(data_path)
     main_count = len(records)
     if ft.mix_with:
         extra = D.load_mix(ft.mix_with, ft.mix_split, Path(params.base_dir or "."))
