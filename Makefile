@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: setup lock study test test-slow lint format bench lab clean
+.PHONY: setup lock study test test-slow lint format bench lab clean same-bytes
 
 # .venv from locks/cpu.txt (or locks/cuda.txt where a CUDA GPU is), hashes checked
 setup:
@@ -31,6 +31,11 @@ lint: setup
 format: setup
 	$(BIN)/ruff format lib tests bench
 	$(BIN)/ruff check --fix lib tests bench notebooks
+
+# two clean clones in different folders: byte-identical stage 01-03 outputs (issue: same study
+# everywhere); PARAMS=params/default.yaml for the full default
+same-bytes:
+	bash scripts/same_bytes.sh $(if $(filter command line,$(origin PARAMS)),$(PARAMS),params/smoke.yaml)
 
 # every benchmark, each in its quick mode where it has one
 bench: setup

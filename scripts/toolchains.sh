@@ -9,6 +9,7 @@
 #     libboost-dev     boost/any.hpp, which the C++ fix-ups #include in every program
 #     libssl-dev       openssl/md5.h + -lcrypto -lssl (CPP/162; the metric always links both)
 #     nodejs, g++, default-jdk-headless   when missing
+#     chromium         headless browser for tests/test_lab.py (`make lab` opens a notebook in it)
 #     librust-rand-dev librust-regex-dev librust-md5-dev
 #                      crate sources under /usr/share/cargo/registry (rand 0.8.5, regex 1.7.1,
 #                      md5 0.7.0): every Rust declaration has `use rand::Rng; use regex::Regex;
@@ -39,6 +40,7 @@ command -v node >/dev/null 2>&1 || want+=(nodejs)
 command -v npm >/dev/null 2>&1 || want+=(npm)
 command -v g++ >/dev/null 2>&1 || want+=(g++)
 command -v javac >/dev/null 2>&1 || want+=(default-jdk-headless)
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
 for crate in rand-0.8 regex-1 md5-0.7; do
   ls -d /usr/share/cargo/registry/"$crate".* >/dev/null 2>&1 || want+=("librust-${crate%-*}-dev")
 done

@@ -261,6 +261,14 @@ def test_harvest_gives_identical_records_wherever_the_tree_lies(tmp_path):
     for frame in (a, b, go_a, go_b):
         for column in ("path", "url", "original_string", "code", "docstring"):
             assert not any(str(tmp_path) in value for value in frame[column])
+    # the manifest's inputs for stage 01: the same keys and values for both places
+    from wavecoder.corpus import harvest_inputs
+
+    one = harvest_inputs([str(first)], {"go": [str(first)]})
+    two = harvest_inputs([str(second)], {"go": [str(second)]})
+    assert one == two and set(one) == {"tree:python:site", "tree:go:site"}
+    (second / "pkg" / "extra.py").write_text("x = 1\n")
+    assert harvest_inputs([str(second)], {})["tree:python:site"] != one["tree:python:site"]
 
 
 def test_stdlib_and_site_packages_leave_out_machine_specific_trees(tmp_path, monkeypatch):

@@ -75,7 +75,7 @@ class LoadReport:
         return metrics
 
 
-def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
@@ -218,7 +218,7 @@ def load_codesearchnet(
     it is skipped and counted in `report` (pass a `LoadReport` to read the count).
     """
     report = report if report is not None else LoadReport()
-    files = _expand_paths(paths)
+    files = expand_paths(paths)
     records = []
     for path in tqdm(files, desc="read corpus", unit="file", disable=len(files) < 2):
         report.files.append(str(path))
@@ -578,6 +578,41 @@ def harvest_python(
             (str(p), str(root), _repo_for(label, root, p, dist_index), label) for p in files
         )
     return records_to_frame(_run_batches(jobs, _harvest_python_batch, workers, "harvest python"))
+
+
+def files_fingerprint(root: Path, files: list[Path]) -> str:
+    """sha256 of the files' paths relative to `root` and their sizes: the same on every machine
+    that holds the same files, wherever they lie (mtimes differ between installs)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}|{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def harvest_inputs(
+    python_roots: list[str],
+    other_roots: dict[str, list[str]],
+    exclude_dirs: Iterable[str] = (),
+) -> dict[str, str]:
+    """What a harvest reads, as manifest inputs: one fingerprint per root, keyed by its label
+    (never a machine's absolute path), over exactly the files the harvest would list."""
+    dist_index = _distribution_index()
+    inputs: dict[str, str] = {}
+    for label, root in resolve_python_roots(python_roots):
+        files = list_source_files(
+            root, (".py",), exclude_dirs, _skipped_top_level(label, dist_index)
+        )
+        key = f"tree:python:{label}"
+        inputs[key] = files_fingerprint(root, files) + (
+            "," + inputs[key] if key in inputs else ""  # purelib and platlib both
+        )
+    for language, folders in other_roots.items():
+        suffixes = TREE_SITTER_LANGUAGES.get(language, ((".",), ()))[0]
+        for folder in folders:
+            root = Path(folder).expanduser()
+            files = list_source_files(root, suffixes, exclude_dirs) if root.is_dir() else []
+            inputs[f"tree:{language}:{root.name}"] = files_fingerprint(root, files)
+    return inputs
 
 
 # Function-like node types and the file suffixes per tree-sitter language.

