@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import hashlib
 import json
 import os
 import re
@@ -33,16 +32,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 try:
-    from .fake_openai_server import _role, codeocean_answer
+    from .fake_openai_server import LocalServer, _role, body_key, codeocean_answer
 except ImportError:  # run as a script (the fake vLLM runner)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from fake_openai_server import _role, codeocean_answer
+    from fake_openai_server import LocalServer, _role, body_key, codeocean_answer
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-
-
-def body_key(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def completion(body: dict[str, Any], content: str) -> dict[str, Any]:
@@ -107,7 +102,7 @@ def _multipart(content_type: str, data: bytes) -> dict[str, tuple[str | None, by
     return fields
 
 
-class FakeBatchServer:
+class FakeBatchServer(LocalServer):
     def __init__(
         self,
         faults: dict[int | tuple[str, int], str] | None = None,
@@ -305,27 +300,7 @@ class FakeBatchServer:
                         return
                 self._json({"error": {"message": "not found"}}, 404)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self) -> FakeBatchServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.serve(Handler)
 
 
 def fake_vllm(argv: list[str]) -> int:
