@@ -67,7 +67,7 @@ def naive_numpy(x: np.ndarray, k: int, first: int) -> list[int]:
 
 def _worker(which: str, n: int, d: int, k: int, seed: int, queue) -> None:
 
-    from wavecoder.select import kcenter_greedy
+    from wavecoder.select.coreset import kcenter_greedy
 
     # Warm up imports and torch's thread pool so only the algorithm's own memory is counted.
     kcenter_greedy(make_matrix(64, d, seed), 4, first=0, device="cpu", progress=False)
@@ -145,7 +145,7 @@ def run_gpu(n: int, d: int, k: int, seed: int, device: str = "cuda") -> dict:
     """Ours on `device` over n x d float16 unit vectors (made there, in blocks). The DESIGN.md
     figure this is held against: a plain torch loop picks 2,000 centres in 2.2 s on one H200."""
     import torch
-    from wavecoder.select import kcenter_greedy
+    from wavecoder.select.coreset import kcenter_greedy
 
     cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():

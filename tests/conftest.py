@@ -32,7 +32,7 @@ def need_isolation(box) -> None:
 @pytest.fixture
 def one_slot():
     """A fresh sandbox with one slot: consecutive runs share its zygotes."""
-    from wavecoder.evaluation import sandbox as sb
+    from wavecoder.evaluate import sandbox as sb
 
     with sb.Sandbox(workers=1) as box:
         yield box

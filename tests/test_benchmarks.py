@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from wavecoder.evaluation.benchmarks import (
+from wavecoder.evaluate.benchmarks import (
     REGISTRY,
     BenchmarkUnavailable,
     get_benchmark,
     list_benchmarks,
 )
-from wavecoder.evaluation.reference import mbpp_lenient_code
+from wavecoder.evaluate.reference import mbpp_lenient_code
 from wavecoder.prompts import alpaca_prompt, alpaca_response, check_style_matches_training
 
 from .conftest import shared_file

@@ -7,10 +7,10 @@ import random
 from collections import Counter
 
 import pytest
-from wavecoder.codeocean import ExampleDB, parse_case, parse_verdict, prefilter, prompts
-from wavecoder.codeocean.parsing import decide, sentences
-from wavecoder.codeocean.tasks import TaskSpecError, assign_tasks, load_task, load_tasks
 from wavecoder.config import TASKS
+from wavecoder.generate import ExampleDB, parse_case, parse_verdict, prefilter, prompts
+from wavecoder.generate.parsing import decide, sentences
+from wavecoder.generate.tasks import TaskSpecError, assign_tasks, load_task, load_tasks
 
 
 @pytest.fixture(scope="module")
@@ -197,20 +197,20 @@ def test_example_db_pools_sampling_and_roundtrip(specs, tmp_path):
     ],
 )
 def test_parses_in_each_language(code, language, ok):
-    from wavecoder.codeocean.validators import parses
+    from wavecoder.generate.validators import parses
 
     assert parses(code, language)[0] is ok
 
 
 def test_parses_says_when_it_has_no_parser():
-    from wavecoder.codeocean.validators import parses
+    from wavecoder.generate.validators import parses
 
     ok, why = parses("x := 1", "klingon")
     assert ok is None and "klingon" in why
 
 
 def test_validators_name_what_failed_and_unwrap_fences_once():
-    from wavecoder.codeocean.validators import validate
+    from wavecoder.generate.validators import validate
 
     fenced = "```python\ndef f(x):\n    return x\n```"
     case, failed = validate(
@@ -303,8 +303,8 @@ def test_judge_sees_raw_code_requirements_and_bad_examples(specs):
 def test_pipeline_judge_gets_raw_code_and_the_generators_bad_sample(specs):
     import asyncio
 
-    from wavecoder.codeocean.pipeline import Item, _process
     from wavecoder.config import GenerateParams
+    from wavecoder.generate.pipeline import Item, _process
 
     spec = specs["code_generation"]
     _, bad = ExampleDB.seeded(specs).sample(spec.name, 0, 1, random.Random(1))
@@ -343,7 +343,7 @@ def test_pipeline_judge_gets_raw_code_and_the_generators_bad_sample(specs):
 
 
 def test_spec_version_changes_with_rules_and_template(tmp_path, specs, monkeypatch):
-    from wavecoder.codeocean import tasks
+    from wavecoder.generate import tasks
 
     src = open(specs["code_generation"].source).read()
     copy = tmp_path / "code_generation.yaml"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from wavecoder.cli import main as cli_main
-from wavecoder.evaluation.benchmarks import get_benchmark
-from wavecoder.evaluation.render import render_completions, render_prompts
+from wavecoder.evaluate.benchmarks import get_benchmark
+from wavecoder.evaluate.render import render_completions, render_prompts
 
 from .conftest import SHARED
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace as NS
 
 import polars as pl
 import pytest
-from wavecoder.corpus import (
+from wavecoder.select.corpus import (
     SCHEMA,
     CorpusFormatError,
     LoadReport,
@@ -262,7 +262,7 @@ def test_harvest_gives_identical_records_wherever_the_tree_lies(tmp_path):
         for column in ("path", "url", "original_string", "code", "docstring"):
             assert not any(str(tmp_path) in value for value in frame[column])
     # the manifest's inputs for stage 01: the same keys and values for both places
-    from wavecoder.corpus import harvest_inputs
+    from wavecoder.select.corpus import harvest_inputs
 
     one = harvest_inputs([str(first)], {"go": [str(first)]})
     two = harvest_inputs([str(second)], {"go": [str(second)]})
@@ -272,7 +272,7 @@ def test_harvest_gives_identical_records_wherever_the_tree_lies(tmp_path):
 
 
 def test_stdlib_and_site_packages_leave_out_machine_specific_trees(tmp_path, monkeypatch):
-    import wavecoder.corpus as corpus
+    import wavecoder.select.corpus as corpus
 
     stdlib = tmp_path / "prefix" / "lib" / "python3.x"
     (stdlib / "site-packages" / "boto").mkdir(parents=True)  # the base interpreter's packages
@@ -484,7 +484,7 @@ def offline(monkeypatch):
 
 
 def test_hub_zip_layout_reads_the_split_in_part_order(tmp_path, offline):
-    from wavecoder.corpus import load_codesearchnet_hf
+    from wavecoder.select.corpus import load_codesearchnet_hf
 
     zipped = _write_csn_zip(
         tmp_path,
@@ -536,7 +536,7 @@ def test_hub_zip_layout_reads_the_split_in_part_order(tmp_path, offline):
 
 
 def test_hub_parquet_layouts_map_to_the_original_schema(tmp_path, offline):
-    from wavecoder.corpus_hub import load_codesearchnet_hub
+    from wavecoder.select.corpus_hub import load_codesearchnet_hub
 
     conv = _write_csn_parquet(
         tmp_path / "go" / "train" / "0000.parquet", _csn_rows("go", "train", 2)
@@ -569,7 +569,7 @@ def test_hub_parquet_layouts_map_to_the_original_schema(tmp_path, offline):
 
 
 def test_hub_local_folder_from_the_environment(tmp_path, offline, monkeypatch):
-    from wavecoder.corpus import load_codesearchnet_hf
+    from wavecoder.select.corpus import load_codesearchnet_hf
 
     _write_csn_zip(tmp_path, "java", {"test": [(0, _csn_rows("java", "test", 2))]})
     monkeypatch.setenv("WAVECODER_CSN_HUB_DIR", str(tmp_path))
@@ -579,8 +579,8 @@ def test_hub_local_folder_from_the_environment(tmp_path, offline, monkeypatch):
 
 
 def test_hub_missing_language_split_or_folder_is_named(tmp_path, offline):
-    from wavecoder.corpus import CorpusFormatError
-    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+    from wavecoder.select.corpus import CorpusFormatError
+    from wavecoder.select.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
 
     _write_csn_zip(
         tmp_path,
@@ -658,7 +658,7 @@ class _FakeHub:
 
 
 def test_hub_prefers_the_zips_and_records_the_commit(tmp_path, offline, monkeypatch):
-    from wavecoder.corpus_hub import load_codesearchnet_hub
+    from wavecoder.select.corpus_hub import load_codesearchnet_hub
 
     zipped = _write_csn_zip(
         tmp_path / "main", "python", {"train": [(0, _csn_rows("python", "train", 2))]}
@@ -689,7 +689,7 @@ def test_hub_prefers_the_zips_and_records_the_commit(tmp_path, offline, monkeypa
 
     # neither: the error names both revisions and the layouts tried
     del hub.refs["refs/convert/parquet"]
-    from wavecoder.corpus_hub import HubDataUnavailable
+    from wavecoder.select.corpus_hub import HubDataUnavailable
 
     with pytest.raises(
         HubDataUnavailable,
@@ -700,7 +700,7 @@ def test_hub_prefers_the_zips_and_records_the_commit(tmp_path, offline, monkeypa
 
 
 def test_hub_sha256_mismatch_with_the_hub_is_an_error(tmp_path, offline, monkeypatch):
-    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+    from wavecoder.select.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
 
     zipped = _write_csn_zip(tmp_path, "ruby", {"train": [(0, _csn_rows("ruby", "train", 1))]})
     hub = _FakeHub({"main": ("d" * 40, {"data/ruby.zip": zipped})}, lfs={"data/ruby.zip": "0" * 64})
@@ -710,7 +710,7 @@ def test_hub_sha256_mismatch_with_the_hub_is_an_error(tmp_path, offline, monkeyp
 
 
 def test_hub_offline_without_a_cached_copy_says_so(tmp_path, offline):
-    from wavecoder.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
+    from wavecoder.select.corpus_hub import HubDataUnavailable, load_codesearchnet_hub
 
     with pytest.raises(
         HubDataUnavailable, match=r"hub (is unreachable|could not be read).*WAVECODER_CSN_HUB_DIR"

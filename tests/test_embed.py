@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wavecoder.embed import EmbedStats, embed_texts, resolve_model
+from wavecoder.select.embed import EmbedStats, embed_texts, resolve_model
 
 
 def test_resolve_packaged_model():
@@ -27,7 +27,7 @@ def test_real_model_embeds_and_cache_skips_known_texts(tmp_path, monkeypatch):
     assert float(first[0] @ first[1]) < 0.9
 
     again = EmbedStats()
-    import wavecoder.embed as embed_mod
+    import wavecoder.select.embed as embed_mod
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not be loaded when every text is cached")

@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from wavecoder import cli, runner
-from wavecoder.codeocean import ExampleDB, load_tasks, prompts
 from wavecoder.config import load_params
 from wavecoder.estimate import (
     OverBudget,
@@ -20,7 +19,8 @@ from wavecoder.estimate import (
     estimate,
     model_params_b,
 )
-from wavecoder.stage_generate import load_selected, plan
+from wavecoder.generate import ExampleDB, load_tasks, prompts
+from wavecoder.generate.stage import load_selected, plan
 
 PROJECT = Path(__file__).resolve().parents[1]
 PRICES = {"fake-gen": [2.0, 4.0], "fake-judge": [10.0, 20.0]}

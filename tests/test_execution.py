@@ -6,8 +6,8 @@ import json
 
 import pytest
 from wavecoder.cli import main as cli_main
-from wavecoder.evaluation import execute_samples, get_benchmark, pass_at_k, score
-from wavecoder.evaluation.sandbox import Sandbox
+from wavecoder.evaluate import execute_samples, get_benchmark, pass_at_k, score
+from wavecoder.evaluate.sandbox import Sandbox
 
 from .conftest import shared_file
 from .test_sandbox_langs import BUGGY_PASSES, HARNESS_BROKEN, RANDOM

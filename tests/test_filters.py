@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from wavecoder.corpus import records_to_frame, tokenize
-from wavecoder.filters import (
+from wavecoder.select.corpus import records_to_frame, tokenize
+from wavecoder.select.filters import (
     NgramIndex,
     blacklist_mask,
     contamination,

@@ -641,7 +641,7 @@ def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
 def test_generation_text_is_the_decoded_sequence_after_the_decoded_prompt(tiny_model_dir):
     """HFGenerator returns what the harness slices: decode(prompt + new) minus decode(prompt),
     left padding ignored; and its stopping rule ends each sequence early."""
-    from wavecoder.evaluation.generate import HFGenerator
+    from wavecoder.evaluate.completions import HFGenerator
 
     gen = HFGenerator(tiny_model_dir, device="cpu", dtype="float32")
     tok = gen.tokenizer

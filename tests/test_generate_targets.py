@@ -12,11 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 import wavecoder as wc
-from wavecoder import stage_generate as sg
-from wavecoder import stage_select
-from wavecoder.codeocean.pipeline import TargetPlan, allocate
 from wavecoder.config import ParamsError
-from wavecoder.report import targets_rows
+from wavecoder.generate import stage as sg
+from wavecoder.generate.pipeline import TargetPlan, allocate
+from wavecoder.report.stage import targets_rows
+from wavecoder.select import stage as stage_select
 
 from .conftest import PROJECT
 from .fake_openai_server import FakeOpenAI, codeocean_answer

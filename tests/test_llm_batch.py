@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import wavecoder as wc
 from wavecoder import llm
-from wavecoder import stage_generate as sg
 from wavecoder.config import ParamsError
+from wavecoder.generate import stage as sg
 
 from .conftest import PROJECT
 from .fake_batch_server import FakeBatchServer
@@ -304,7 +304,7 @@ class Killed(BaseException):
 def test_a_batch_created_but_not_yet_recorded_is_found_by_its_tag(tmp_path, monkeypatch):
     """Killed after `batches.create` returned and before the state file was written: the
     rerun finds the batch by its metadata tag and follows it; nothing is submitted twice."""
-    from wavecoder.llm_batch import BatchCoordinator
+    from wavecoder.llm.batch import BatchCoordinator
 
     codes = [code(i) for i in range(4)]
     _, ref_out, _ = reference(tmp_path / "ref", codes)

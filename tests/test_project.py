@@ -93,7 +93,7 @@ def test_lock_pins_every_file_by_hash(kind):
 
 
 def test_cpu_and_cuda_locks_differ_only_in_torch_and_its_gpu_libraries():
-    from wavecoder.corpus import GPU_ONLY_DISTRIBUTIONS
+    from wavecoder.select.corpus import GPU_ONLY_DISTRIBUTIONS
 
     cpu, cuda = read_lock(LOCKS["cpu"]), read_lock(LOCKS["cuda"])
     assert cpu["torch"][0].endswith("+cpu") and cpu["torch"][0].split("+")[0] == cuda["torch"][0]

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from wavecoder import paper, report
+from wavecoder.report import paper
+from wavecoder.report import stage as report
 
 DEEPSEEK = "deepseek-ai/deepseek-coder-6.7b-base"
 TASKS = ("synthesize", "fix", "explain")

@@ -101,7 +101,7 @@ def test_manifest_records_provenance(smoke_run):
     # corpus trees by label, files inside the project relative to it: no machine's checkout path
     assert not any(str(PROJECT) in key for key in manifest["inputs"])
     assert "config.py" in manifest["lib_sha256"]
-    assert "select.py" in manifest["stage_sources_sha256"]
+    assert "select/coreset.py" in manifest["stage_sources_sha256"]
     assert manifest["packages"]["torch"].startswith("2.")
     assert {"commit", "dirty"} <= set(manifest["git"])
     assert manifest["started"] < manifest["finished"]
@@ -214,11 +214,13 @@ def test_stage_fingerprint_covers_the_code_the_stage_reaches():
     from wavecoder.runner import stage_sources_sha256
 
     select_files = stage_sources_sha256(PROJECT / "notebooks" / "01_select.ipynb")
-    assert {"select.py", "stage_select.py", "filters.py", "config.py"} <= set(select_files)
-    assert not any(f.startswith(("evaluation/", "finetune/", "codeocean/")) for f in select_files)
+    assert {"select/coreset.py", "select/stage.py", "select/filters.py", "config.py"} <= set(
+        select_files
+    )
+    assert not any(f.startswith(("evaluate/", "finetune/", "generate/")) for f in select_files)
     evaluate_files = stage_sources_sha256(PROJECT / "notebooks" / "04_evaluate.ipynb")
-    assert {"evaluation/sandbox.py", "evaluation/_pyzygote.py", "stage_evaluate.py"} <= set(
+    assert {"evaluate/sandbox.py", "evaluate/_pyzygote.py", "evaluate/stage.py"} <= set(
         evaluate_files
     )
     generate_files = stage_sources_sha256(PROJECT / "notebooks" / "02_generate.ipynb")
-    assert "data/tasks/code_repair.yaml" in generate_files
+    assert "generate/task_specs/code_repair.yaml" in generate_files

@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from wavecoder.evaluation import sandbox as sb
-from wavecoder.evaluation import toolchains
+from wavecoder.evaluate import sandbox as sb
+from wavecoder.evaluate import toolchains
 
 SOLUTION_OK = "def add(a, b):\n    return a + b\n"
 TESTS = [

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from wavecoder.evaluation import sandbox as sb
+from wavecoder.evaluate import sandbox as sb
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT.parent / "shared" / "data"

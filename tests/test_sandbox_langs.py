@@ -2,7 +2,7 @@
 
 The program is the one bigcode-evaluation-harness hands to code_eval_octopack for HumanEvalFix
 (tests variant): `candidate + "\\n" + "\\n" + doc["test"]`, where the candidate is the harness's
-post-processing and language fix-ups of a generation (`wavecoder.evaluation.reference`); for the
+post-processing and language fix-ups of a generation (`wavecoder.evaluate.reference`); for the
 canonical case the generation continues the prompt with the canonical (or buggy) solution.
 Canonical solutions pass and buggy ones fail, except where the reference itself does otherwise
 (listed below, each with the reason); the full 6 x 164 x 2 run is the slow test.
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from wavecoder.evaluation import reference as ref
-from wavecoder.evaluation import sandbox as sb
+from wavecoder.evaluate import reference as ref
+from wavecoder.evaluate import sandbox as sb
 
 from .conftest import SHARED, shared_file
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from wavecoder.evaluation import sandbox as sb
+from wavecoder.evaluate import sandbox as sb
 
 from .conftest import need_isolation
 

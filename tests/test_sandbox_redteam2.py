@@ -30,7 +30,7 @@ import threading
 import time
 
 import pytest
-from wavecoder.evaluation import sandbox as sb
+from wavecoder.evaluate import sandbox as sb
 
 from .conftest import need_isolation
 

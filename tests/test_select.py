@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from wavecoder.select import (
+from wavecoder.select.coreset import (
     cluster_coverage,
     diversity_metrics,
     kcenter_greedy,

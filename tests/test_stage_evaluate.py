@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from wavecoder import report
 from wavecoder.config import load_params
-from wavecoder.evaluation.generate import GenerationRequest, generate_samples
-from wavecoder.stage_evaluate import (
+from wavecoder.evaluate.completions import GenerationRequest, generate_samples
+from wavecoder.evaluate.stage import (
     benchmark_names,
     execute_and_score,
     explain_second_pass_requests,
@@ -18,6 +17,7 @@ from wavecoder.stage_evaluate import (
     models_to_evaluate,
     score_rows,
 )
+from wavecoder.report import stage as report
 
 from .conftest import PROJECT, SHARED_DATA
 
@@ -183,7 +183,7 @@ def test_execute_score_and_report(tmp_path):
 def test_openai_backend_generates_through_the_llm_layer_and_resumes(tmp_path):
     """An OpenAI-compatible endpoint (here the fake server, continuing each HumanEval prompt
     with its canonical solution); a rerun asks nothing again."""
-    from wavecoder.stage_evaluate import generate_for_model
+    from wavecoder.evaluate.stage import generate_for_model
 
     from .fake_openai_server import FakeOpenAI
 
@@ -236,7 +236,7 @@ def test_samples_made_with_other_settings_are_not_reused(tmp_path):
 def test_weights_signature_follows_the_weights_not_the_path(tmp_path, monkeypatch):
     import os
 
-    from wavecoder import stage_evaluate
+    from wavecoder.evaluate import stage as stage_evaluate
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import wavecoder as wc
 from wavecoder import llm
-from wavecoder import stage_generate as sg
+from wavecoder.generate import stage as sg
 
 from .conftest import PROJECT
 from .fake_openai_server import FakeOpenAI
@@ -174,7 +174,7 @@ def test_missing_key_fails_before_any_work(tmp_path, monkeypatch):
 CHILD = """
 import json, sys
 import wavecoder as wc
-from wavecoder import stage_generate as sg
+from wavecoder.generate import stage as sg
 params = wc.load_params(sys.argv[1], json.loads(sys.argv[2]))
 out = wc.stage_dir(sys.argv[3], "02_generate")
 items = sg.plan(params, sg.load_selected(params, sys.argv[3]))
@@ -293,7 +293,7 @@ def test_notebook_through_the_runner(tmp_path):
 def test_funnel_counts_validator_and_judge_rejections_per_task():
     from types import SimpleNamespace
 
-    from wavecoder.report import funnel_rows
+    from wavecoder.report.stage import funnel_rows
 
     records = [
         {"task": "code_generation", "status": "accepted", "reason": "judge_accepted"},

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from wavecoder import config, report, runner
+from wavecoder import config, runner
+from wavecoder.report import stage as report
 
 from .conftest import PROJECT
 
@@ -153,12 +154,12 @@ CASES = [
         "cell-04",
         """
         report = NS(files=[1], malformed=2, malformed_positions=[SCRIPT, IMG])
-        wc = NS(corpus=NS(LoadReport=lambda: report))
+        corpus = NS(LoadReport=lambda: report)
         raw = pl.DataFrame(
             {"repo": [SCRIPT], "path": [IMG], "func_name": [SVG], "language": ["python"],
              "docstring": [SCRIPT]}
         )
-        stage_select = NS(load_corpus=lambda params, report: raw)
+        stage = NS(load_corpus=lambda params, report: raw)
         """,
     ),
     (
@@ -171,7 +172,7 @@ CASES = [
         outcome = NS(funnel=[{"step": "loaded", "removed": 0}], notes=[IMG])
         select_cfg = NS(embedding_model=SVG)
         embeddings, embed_stats = NS(shape=(1, 2)), NS(computed=1, from_cache=0)
-        stage_select = NS(distribution=lambda frame: {"languages": {SCRIPT: 1}})
+        stage = NS(distribution=lambda frame: {"languages": {SCRIPT: 1}})
         groups = {"pool": None}
         """,
     ),
@@ -184,7 +185,7 @@ CASES = [
             by_status=lambda status: rows,
             records=[{"status": "rejected", "reason": SCRIPT}, {"status": "failed", "reason": IMG}],
         )
-        stage_generate = NS(
+        stage = NS(
             codeocean_row=lambda r: r,
             summarize=lambda run, params: {
                 "headline": BOTH, "targets": [{"task": SVG, "target": SCRIPT}]
@@ -234,7 +235,7 @@ CASES = [
         "04_evaluate",
         "cell-04",
         """
-        stage_evaluate = NS(
+        stage = NS(
             load_benchmarks=lambda params: ({}, {SCRIPT: IMG}),
             split_by_toolchain=lambda loaded: ({}, {SVG: SCRIPT}),
             settings_summary=lambda *args: {"base_model": SCRIPT},
@@ -246,11 +247,15 @@ CASES = [
         "cell-13",
         """
         rows, scores, benchmarks, models = [], {BOTH: {}}, {}, []
-        cfg = NS(limit=1)
+        cfg, files = NS(limit=1), {"scores": "scores.json"}
         isolation = {"missing": [SCRIPT]}
         """,
     ),
 ]
+
+
+# wavecoder modules the cells may import for real: light, and what writes metrics.json
+LIGHT = {"wavecoder", "wavecoder.display", "wavecoder.io", "wavecoder.stages"}
 
 
 def _light_imports(nb: nbformat.NotebookNode) -> str:
@@ -262,11 +267,11 @@ def _light_imports(nb: nbformat.NotebookNode) -> str:
             continue
         for node in ast.parse(cell.source).body:
             if isinstance(node, ast.Import):
-                if not any(a.name.split(".")[0] == "wavecoder" for a in node.names):
+                if all(a.name.split(".")[0] != "wavecoder" or a.name in LIGHT for a in node.names):
                     keep.append(ast.unparse(node))
             elif isinstance(node, ast.ImportFrom):
                 module = node.module or ""
-                if module.split(".")[0] != "wavecoder" or module == "wavecoder.display":
+                if module.split(".")[0] != "wavecoder" or module in LIGHT:
                     keep.append(ast.unparse(node))
     return "\n".join(keep)
 

@@ -1,8 +1,9 @@
-"""WaveCoder study: helpers behind the stage notebooks."""
+"""WaveCoder study: helpers behind the stage notebooks, one package per stage
+(select, generate, finetune, evaluate, report) beside the shared core (config, runner,
+stages, io, prompts, llm, cli)."""
 
-from . import config, corpus, embed
-from .config import ParamsError, StudyParams, load_params
-from .paths import stage_dir
+from wavecoder.config import ParamsError, StudyParams, load_params
+from wavecoder.io import stage_dir, write_metrics
 
-__all__ = ["ParamsError", "StudyParams", "config", "corpus", "embed", "load_params", "stage_dir"]
+__all__ = ["ParamsError", "StudyParams", "load_params", "stage_dir", "write_metrics"]
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .config import ParamsError, load_params
+from wavecoder.config import ParamsError, load_params
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 def _estimate_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .estimate import estimate
-    from .runner import default_outputs_root
+    from wavecoder.estimate import estimate
+    from wavecoder.runner import default_outputs_root
 
     params = load_params(args.params, args.overrides)
     if args.run:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "exec":
-            from .evaluation.execution import exec_command
+            from wavecoder.evaluate.execution import exec_command
 
             exec_command(
                 args.benchmark,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.command == "render":
-            from .evaluation.render import render_command
+            from wavecoder.evaluate.render import render_command
 
             n = render_command(
                 args.benchmark,
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "estimate":
             return _estimate_command(args)
-        from .runner import run_study
+        from wavecoder.runner import run_study
 
         results = run_study(
             args.params,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import LLMEndpoint, StudyParams
+from wavecoder.config import LLMEndpoint, StudyParams
+from wavecoder.stages import GENERATE
 
 # ---------------------------------------------------------------- documented constants
 
@@ -117,7 +118,7 @@ def _quiet_fd2():
 def _gguf_counter(endpoint: LLMEndpoint, resolve: Callable[[str], Path] | None) -> TokenCounter:
     import llama_cpp
 
-    from .llm import gguf_for
+    from wavecoder.llm import gguf_for
 
     path = gguf_for(endpoint, resolve)
     with _quiet_fd2():
@@ -359,7 +360,7 @@ def _accept_rates(
     if accept_rate is not None:
         return {}, f"an accept rate of {accept_rate:.2%} (--accept-rate)"
     if run_dir is not None:
-        path = Path(run_dir) / "02_generate" / "metrics.json"
+        path = GENERATE.path(run_dir, "metrics")
         if path.exists():
             try:
                 rates = json.loads(path.read_text()).get("accept_by_task") or {}
@@ -403,8 +404,8 @@ def planned_items(
 ) -> tuple[list[Any], str, str]:
     """The stage-02 items (from stage 01's selection when it is there), how the count was
     found, and where the code came from."""
-    from .codeocean import item_for, load_tasks, plan_items
-    from .stage_generate import load_selected, selected_path
+    from wavecoder.generate import item_for, load_tasks, plan_items
+    from wavecoder.generate.stage import load_selected, selected_path
 
     gen = params.generate
     k = params.select.k
@@ -508,7 +509,7 @@ def estimate(
 ) -> Estimate:
     """Stage 02's calls, tokens and USD, and stages 03-04's GPU hours (see the module doc).
     `accept_rate` null: the paper's (with generate.targets: this run's measured rates first)."""
-    from .codeocean import ExampleDB, load_tasks, prompts
+    from wavecoder.generate import ExampleDB, load_tasks, prompts
 
     gen = params.generate
     items, items_method, code_method = planned_items(params, run_dir, accept_rate)
@@ -676,7 +677,7 @@ def generate_rate(model: str) -> tuple[float | None, str]:
 
 
 def _example_text(ex: dict[str, Any]) -> str:
-    from .prompts import alpaca_prompt
+    from wavecoder.prompts import alpaca_prompt
 
     case = ex["case"]
     return alpaca_prompt(case["instruction"], case["information"]) + case["solution"]
@@ -701,7 +702,7 @@ def train_estimate(
     over = _overheads(specs, counter, _example_text)
     step = max(1, len(planned) // 200)
     lengths = []
-    from .codeocean import prompts as co_prompts
+    from wavecoder.generate import prompts as co_prompts
 
     for item in planned[::step][:200]:
         code = co_prompts.clip(item.code.rstrip(), params.generate.max_code_chars)
@@ -745,7 +746,7 @@ def train_estimate(
 
 
 def eval_estimate(params: StudyParams) -> dict[str, Any]:
-    from .stage_evaluate import benchmark_names
+    from wavecoder.evaluate.stage import benchmark_names
 
     cfg = params.evaluate
     per_model = 0
@@ -821,14 +822,12 @@ def budget_gate(
 ) -> None:
     """Before stage 02: print the estimate line; raise OverBudget past llm.budget_usd. Nothing
     when stage 02 will be skipped (its manifest matches)."""
-    from .paths import stage_dir
-    from .runner import STAGES, manifest_matches, notebooks_dir, stage_fingerprint
+    from wavecoder.runner import manifest_matches, notebooks_dir, stage_fingerprint
 
-    stage = next(s for s in STAGES if s.name == "02_generate")
-    notebook = notebooks_dir() / f"{stage.name}.ipynb"
+    notebook = notebooks_dir() / GENERATE.notebook
     if not force and notebook.exists():
-        fingerprint, _ = stage_fingerprint(stage, params, run_dir, notebook)
-        if manifest_matches(stage_dir(run_dir, stage.name), fingerprint):
+        fingerprint, _ = stage_fingerprint(GENERATE, params, run_dir, notebook)
+        if manifest_matches(GENERATE.folder(run_dir), fingerprint):
             return
     try:
         est = estimate(params, run_dir)

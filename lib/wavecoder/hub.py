@@ -40,7 +40,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from .jsonl import parse_jsonl
+from wavecoder.io import parse_jsonl
 
 HUMANEVALPACK_REPO = "bigcode/humanevalpack"
 HUMANEVALPACK_LANGUAGES = ("python", "js", "java", "go", "cpp", "rust")

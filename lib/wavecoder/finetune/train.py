@@ -37,11 +37,11 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .. import models
-from ..config import FinetuneParams, StudyParams, load_params
-from ..hashing import sha256_json
-from . import collate as C
-from . import data as D
+from wavecoder import models
+from wavecoder.config import FinetuneParams, StudyParams, load_params
+from wavecoder.finetune import collate as C
+from wavecoder.finetune import data as D
+from wavecoder.io import sha256_json
 
 ADAPTER_DIR = "adapter"
 FULL_MODEL_DIR = "model"
@@ -934,7 +934,7 @@ def finetune(
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    from .plots import read_log as _read
+    from wavecoder.finetune.plots import read_log as _read
 
     return _read(path)
 
