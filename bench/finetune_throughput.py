@@ -39,7 +39,8 @@ from transformers import TrainerCallback  # noqa: E402
 from wavecoder import load_params, models  # noqa: E402
 from wavecoder.finetune import collate as C  # noqa: E402
 from wavecoder.finetune import data as D  # noqa: E402
-from wavecoder.finetune import train as T  # noqa: E402
+from wavecoder.finetune import model as M  # noqa: E402
+from wavecoder.finetune import trainer as TR  # noqa: E402
 
 GPU_SHAPES = {
     "llama-1.1b": dict(
@@ -108,7 +109,7 @@ def random_rows(n: int, seq: int, vocab: int, seed: int) -> list[C.Row]:
 class StepClock(TrainerCallback):
     """Wall time and real tokens at each step end (device synchronised), for the Trainer run."""
 
-    def __init__(self, counter: T.TokenCounter):
+    def __init__(self, counter: TR.TokenCounter):
         self.counter = counter
         self.marks: list[tuple[float, int]] = []
 
@@ -129,11 +130,11 @@ def run_ours(
     """Tokens/s of the stage's own Trainer set-up (CountingTrainer, its arguments, our callback
     and collator), over `steps` steps after `warmup`."""
     ft = ft.model_copy(update={"max_steps": warmup + steps, "save_steps": 10**9})
-    args = T.training_arguments(ft, tmp, seed, has_eval=False, progress=False)
-    counter = T.TokenCounter()
+    args = TR.training_arguments(ft, tmp, seed, has_eval=False, progress=False)
+    counter = TR.TokenCounter()
     clock = StepClock(counter)
-    logger = T.TrainLogCallback(tmp / "train_log.jsonl", counter)
-    trainer = T.CountingTrainer(
+    logger = TR.TrainLogCallback(tmp / "train_log.jsonl", counter)
+    trainer = TR.CountingTrainer(
         model=model,
         args=args,
         train_dataset=C.RowDataset(rows),
@@ -274,7 +275,7 @@ def cpu_mode(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_path = models.resolve_base_model(ft.base_model, params.resolve_path(ft.model_cache))
-    tokenizer = T.load_tokenizer(model_path)
+    tokenizer = M.load_tokenizer(model_path)
     for source, records in instruction_sets(args.data):
         print(f"packing, {source} (max_seq_length {ft.max_seq_length}, batch {ft.batch_size}):")
         report = packing_report(params, tokenizer, source, records)
@@ -285,8 +286,8 @@ def cpu_mode(args) -> None:
         print(f"  non-padding fraction with packing {fraction:.3f} ({target} >= 0.95)\n")
 
     torch.manual_seed(params.seed)
-    model = T.load_model(model_path, ft)
-    counts = T.parameter_counts(model)
+    model = M.load_model(model_path, ft)
+    counts = M.parameter_counts(model)
     rows = random_rows(args.batch * (args.warmup + args.steps), args.seq, len(tokenizer), 0)
     collator = C.Collator(tokenizer.pad_token_id, packed=ft.packing)
     print(
@@ -358,7 +359,7 @@ def gpu_mode(args) -> None:
             model,
             LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"),
         )
-        counts = T.parameter_counts(model)
+        counts = M.parameter_counts(model)
         rows = random_rows(
             shape["batch"] * (args.warmup + args.steps), shape["seq"], config.vocab_size, 0
         )

@@ -144,7 +144,7 @@ async def raw_httpx(url: str, n: int, concurrency: int) -> float:
 
 
 async def run(params, cache: Path, prompts: list[str]) -> tuple[float, llm.CallStats, int]:
-    async with llm.LLMSession(params.llm, cache) as session:
+    async with llm.LLMSession.for_generation(params.llm, cache) as session:
         started = time.perf_counter()
         results = await llm.chat_many(
             session, "generator", [[{"role": "user", "content": p}] for p in prompts]

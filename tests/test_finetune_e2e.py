@@ -12,7 +12,10 @@ import time
 
 import pytest
 from wavecoder.finetune import data as D
-from wavecoder.finetune import train as T
+from wavecoder.finetune import stage as S
+from wavecoder.finetune import tuned as TU
+from wavecoder.finetune.plots import read_log
+from wavecoder.stages import FINETUNE
 
 from .conftest import PROJECT
 from .test_finetune import learnable_rows, write_jsonl
@@ -43,13 +46,13 @@ def test_lora_on_smollm2_learns_a_small_set_and_the_adapter_reloads(tmp_path):
         },
     )
     out = tmp_path / "03_finetune"
-    result = T.finetune(params, out, progress=False)
+    result = S.finetune(params, out, progress=False)
     assert result.global_step == 8
     assert result.last_loss < 0.5 * result.first_loss, (result.first_loss, result.last_loss)
 
-    model, tokenizer = T.load_tuned(out)
+    model, tokenizer = TU.load_tuned(out)
     record = D.load_records(data)[2]
-    sample = T.generate_samples(model, tokenizer, [record], max_new_tokens=16)[0]
+    sample = TU.generate_samples(model, tokenizer, [record], max_new_tokens=16)[0]
     assert sample["generated"].strip().startswith("def charlie():"), sample["generated"]
 
 
@@ -68,7 +71,7 @@ def test_command_line_killed_then_resumed(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     deadline = time.time() + 600
-    checkpoints = out / T.CHECKPOINT_DIR
+    checkpoints = out / FINETUNE.outputs["checkpoints"]
     while time.time() < deadline and proc.poll() is None:
         if (checkpoints / "checkpoint-2" / "trainer_state.json").exists():
             time.sleep(0.5)
@@ -77,14 +80,16 @@ def test_command_line_killed_then_resumed(tmp_path):
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / T.MODEL_INFO).exists()
+    assert not (out / FINETUNE.outputs["tuned_model"]).exists()
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "6 steps" in done.stdout
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["resumed_from"] >= 2 and metrics["global_step"] == 6
-    steps = [e["step"] for e in T.read_log(out / T.TRAIN_LOG) if e["kind"] == "train"]
+    steps = [
+        e["step"] for e in read_log(out / FINETUNE.outputs["train_log"]) if e["kind"] == "train"
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
@@ -136,10 +141,11 @@ def test_notebook_runs_under_the_runner(tmp_path):
     stage = tmp_path / "smoke" / "03_finetune"
     metrics = json.loads((stage / "metrics.json").read_text())
     assert "3 steps" in metrics["headline"]
-    for name in ["loss.png", "throughput.png", "train_log.jsonl", "model_info.json",
+    for name in ["loss.png", "throughput.png", "train_log.jsonl", "tuned_model.json",
                  "samples.jsonl", "03_finetune.html", "adapter/adapter_model.safetensors",
                  "adapter/README.md"]:  # fmt: skip
         assert (stage / name).exists(), name
-    info = json.loads((stage / "model_info.json").read_text())
-    assert info["adapter_path"] == str((stage / "adapter").resolve())
+    tuned = TU.TunedModel.load(stage)
+    assert tuned.adapter == "adapter" and tuned.weights()[1] == (stage / "adapter").resolve()
+    assert "headline" in metrics and metrics["notes"] == []
     assert json.loads((stage / "manifest.json").read_text())["status"] == "completed"

@@ -244,7 +244,7 @@ def test_task_seeds_mix_trains_when_stage_02_accepted_nothing(tmp_path, tokenize
     (a tiny model that accepted nothing) still gives stage 03 data; without the mix it is a
     clear error naming the file."""
     from wavecoder.finetune import data as D
-    from wavecoder.finetune.train import prepare_data
+    from wavecoder.finetune.stage import prepare_data
 
     seeds = D.task_seed_records()
     assert {r.task for r in seeds} == {

@@ -38,7 +38,7 @@ def params_for(url: str, **overrides):
 
 def ask(params, cache, prompts, role="generator"):
     async def go():
-        async with llm.LLMSession(params.llm, cache) as session:
+        async with llm.LLMSession.for_generation(params.llm, cache) as session:
             results = await llm.chat_many(
                 session, role, [[{"role": "user", "content": p}] for p in prompts]
             )
@@ -178,7 +178,7 @@ def test_json_mode_refused_falls_back_to_text(tmp_path):
         params = params_for(fake.base_url)
 
         async def go():
-            async with llm.LLMSession(params.llm, tmp_path / "c.jsonl") as session:
+            async with llm.LLMSession.for_generation(params.llm, tmp_path / "c.jsonl") as session:
                 msgs = [{"role": "user", "content": "j FAULT:generator:nojson:9"}]
                 result = await session.chat("generator", msgs, json_schema={"type": "object"})
                 return result, session
@@ -225,6 +225,72 @@ def test_usage_and_cost_are_tallied(tmp_path):
         assert stats.prompt_tokens == sum(r.prompt_tokens for r in results) > 0
         expected = sum(r.prompt_tokens * 2 + r.completion_tokens * 4 for r in results) / 1e6
         assert stats.cost_usd == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- named endpoints
+
+
+def test_a_session_takes_named_endpoints_and_the_name_is_not_in_the_cache_key(tmp_path):
+    with FakeOpenAI() as fake:
+        params = params_for(fake.base_url)
+        # the settings' own discriminator is not used: remote and keyless, it would fail a check
+        unused = params.llm.discriminator.model_copy(update={"base_url": "https://x.example/v1"})
+        settings = params.llm.model_copy(update={"discriminator": unused})
+        endpoint = params.llm.generator
+        msgs = [{"role": "user", "content": "named"}]
+
+        async def go():
+            async with llm.LLMSession({"solo": endpoint}, settings, tmp_path / "c.jsonl") as s:
+                assert list(s.endpoints) == ["solo"]
+                return await s.chat("solo", msgs), s.settings_for("solo")
+
+        result, used = asyncio.run(go())
+        assert result.ok and result.role == "solo" and fake.count() == 1
+        assert result.key == llm.cache_key(endpoint.model, msgs, used, "")
+        # the same endpoint as stage 02's generator: the same key, answered from the cache
+        results, stats = ask(params, tmp_path / "c.jsonl", ["named"])
+        assert results[0].key == result.key and stats.from_cache == 1 and fake.count() == 1
+    with pytest.raises(ValueError, match="at least one endpoint"):
+        llm.LLMSession({}, params.llm, tmp_path / "c.jsonl")
+
+
+def test_endpoint_errors_name_their_params_key(monkeypatch, tmp_path):
+    from wavecoder.evaluate.completions import OpenAIGenerator
+
+    monkeypatch.delenv("WAVECODER_TEST_KEY", raising=False)
+    params = params_for("http://127.0.0.1:9/v1")
+    remote = params.llm.generator.model_copy(update={"base_url": "https://api.example.com/v1"})
+    with pytest.raises(llm.LLMConfigError, match=r"evaluate\.endpoints\.tuned\.api_key_env"):
+        OpenAIGenerator(
+            params.llm, remote, tmp_path / "c.jsonl", 64, where="evaluate.endpoints.tuned"
+        )
+    with pytest.raises(llm.LLMConfigError, match=r"llm\.solo\.api_key_env"):
+        llm.check_endpoints(params.llm, endpoints={"solo": remote})
+
+
+def test_stage04_generator_keeps_one_session_and_its_cache_keys(tmp_path):
+    """One session for every `complete` of a model; the cache keys stage 04 has always written
+    (endpoint's model, greedy, its token budget, seed 0, no template version), so a rerun,
+    also of an earlier version's cache, asks nothing again."""
+    from wavecoder.evaluate.completions import OpenAIGenerator
+
+    with FakeOpenAI() as fake:
+        params = params_for(fake.base_url)
+        endpoint = params.llm.generator.model_copy(update={"model": "bench-model"})
+        cache = tmp_path / "llm_cache.jsonl"
+        with OpenAIGenerator(params.llm, endpoint, cache, 64) as gen:
+            first = gen.complete(["a", "b"], 64, ())
+            session = gen._session
+            second = gen.complete(["c"], 64, ())
+            assert gen._session is session and session.stats.answered == 3
+        assert gen._session is None and fake.count() == 3
+        keys = {json.loads(line)["key"] for line in cache.read_text().splitlines()}
+        settings = {"temperature": 0.0, "max_tokens": 64, "seed": 0}
+        msgs = [[{"role": "user", "content": p}] for p in "abc"]
+        assert keys == {llm.cache_key("bench-model", m, settings, "") for m in msgs}
+        with OpenAIGenerator(params.llm, endpoint, cache, 64) as gen:
+            assert gen.complete(["a", "b", "c"], 64, ()) == first + second
+        assert fake.count() == 3
 
 
 # ---------------------------------------------------------------- embedded server
@@ -295,5 +361,5 @@ def test_embedded_missing_gguf_is_a_clear_error(tmp_path):
         llm.check_endpoints(params.llm)
     started = time.monotonic()
     with pytest.raises(llm.LLMConfigError):
-        llm.LLMSession(params.llm, tmp_path / "c.jsonl")
+        llm.LLMSession.for_generation(params.llm, tmp_path / "c.jsonl")
     assert time.monotonic() - started < 5

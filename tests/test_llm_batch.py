@@ -283,7 +283,9 @@ def test_a_request_twice_in_a_round_is_one_line_and_a_call_outside_rounds_works(
         prompts = ["Task type: Code Generation\nnow", "Task type: Code Summarization\nnow"]
 
         async def go():
-            async with llm.LLMSession(params.llm, tmp_path / "c.jsonl", progress=False) as s:
+            async with llm.LLMSession.for_generation(
+                params.llm, tmp_path / "c.jsonl", progress=False
+            ) as s:
                 messages = [[{"role": "user", "content": p}] for p in prompts + prompts[:1]]
                 many = await llm.chat_many(s, "generator", messages)
                 alone = await s.chat("generator", [{"role": "user", "content": "alone"}])

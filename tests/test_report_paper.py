@@ -8,8 +8,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from wavecoder.finetune.tuned import TunedModel
 from wavecoder.report import paper
 from wavecoder.report import stage as report
+from wavecoder.stages import FINETUNE
 
 DEEPSEEK = "deepseek-ai/deepseek-coder-6.7b-base"
 TASKS = ("synthesize", "fix", "explain")
@@ -284,8 +286,12 @@ def test_a_base_model_without_a_paper_row_shows_ours_only(tmp_path):
 def test_base_model_falls_back_to_stage_03_and_scores_rows_keeps_working(tmp_path):
     rows = fake_rows(languages=("python",))
     run = write_run(tmp_path, rows, {})
-    (run / "03_finetune").mkdir()
-    (run / "03_finetune" / "model_info.json").write_text(json.dumps({"base_model": DEEPSEEK}))
+    folder = FINETUNE.folder(run)
+    folder.mkdir()
+    TunedModel(
+        method="full", base_model=DEEPSEEK, base_model_path="/models/deepseek", prompt="alpaca",
+        max_seq_length=2048, dtype="bfloat16", model=str(folder / "model"),
+    ).save(folder)  # fmt: skip
     text = report.build_report(run, run / "report.html").read_text()
     assert "WaveCoder-DS-6.7B" in text
     assert html_table(text, "scores")[0]["paper tuned"] == "64.0"

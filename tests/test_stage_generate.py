@@ -251,7 +251,7 @@ def test_stage_against_the_real_embedded_server(tmp_path):
     again, _, _ = run_stage(params, run_dir)
     assert again.stats["requests"] == 0 and again.stats["servers_started"] == 0
     assert [r["status"] for r in again.records] == [r["status"] for r in run.records]
-    assert not llm._LIVE_SERVERS
+    assert not llm.server._LIVE_SERVERS
 
 
 @pytest.mark.slow

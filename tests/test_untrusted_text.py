@@ -20,7 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from wavecoder import config, runner
+from wavecoder.finetune.tuned import TunedModel
 from wavecoder.report import stage as report
+from wavecoder.stages import FINETUNE
 
 from .conftest import PROJECT
 
@@ -197,6 +199,15 @@ CASES = [
     ("02_generate", "cell-17", "diversity, leak, params = {}, {}, None"),
     (
         "03_finetune",
+        "tokenize",
+        """
+        prepared = NS(notes=[SCRIPT], summary_rows=lambda: [{"": IMG, "value": SVG}])
+        stage = NS(prepare_data=lambda *args: prepared)
+        params = tokenizer = data_path = None
+        """,
+    ),
+    (
+        "03_finetune",
         "example",
         """
         ft = NS(max_seq_length=8, prompt="alpaca", sample_prompts=1, sample_max_new_tokens=8)
@@ -217,19 +228,19 @@ CASES = [
         )
         samples = [{"id": "a", "task": "repair", "instruction": BOTH, "generated": SCRIPT,
                     "reference": IMG + SVG}]
-        train = NS(
-            finetune=lambda *args, **kwargs: result,
-            load_tuned=lambda out: (None, None),
-            generate_samples=lambda *args: samples,
-        )
-        params = data_path = None
+        stage = NS(finetune=lambda *args, **kwargs: result)
+        tuned = NS(load_tuned=lambda out: (None, None), generate_samples=lambda *args: samples)
+        files = FINETUNE.outputs
         """,
     ),
     ("03_finetune", "samples", ""),
     (
         "03_finetune",
         "metrics",
-        "summary, model_path, models = {}, None, NS(describe=lambda path: {'name': SVG})",
+        """
+        prepared.metrics, prepared.notes = lambda: {SCRIPT: IMG}, [SVG]
+        model_path, models = None, NS(describe=lambda path: {"name": SVG})
+        """,
     ),
     (
         "04_evaluate",
@@ -342,7 +353,11 @@ def fake_run(run_dir: Path) -> Path:
         manifest = {"status": SCRIPT, "seconds": 1.0, "git": {"commit": IMG}}
         (folder / "manifest.json").write_text(json.dumps(manifest))
     (run_dir / "02_generate" / f"{IMG}.png").write_bytes(PNG)
-    (run_dir / "03_finetune" / "model_info.json").write_text(json.dumps({"base_model": BOTH}))
+    folder = FINETUNE.folder(run_dir)
+    TunedModel(
+        method="lora", base_model=BOTH, base_model_path=SCRIPT, prompt="alpaca",
+        max_seq_length=8, dtype="float32", adapter=str(folder / "adapter"),
+    ).save(folder)  # fmt: skip
     return run_dir
 
 

@@ -53,6 +53,7 @@ def lib_sources_sha256() -> dict[str, str]:
 
 # Package files a module reads as text or data rather than importing them.
 READ_AS_DATA = {
+    "evaluate/plans.py": ("evaluate/runners/*",),
     "evaluate/sandbox.py": ("evaluate/_pyzygote.py",),
     "generate/tasks.py": ("generate/task_specs/*",),
 }

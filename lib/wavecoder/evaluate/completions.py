@@ -8,9 +8,11 @@ and the benchmark's reference post-processing does the cutting, as the harness d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,6 +166,16 @@ class HFGenerator:
             for i in range(len(prompts))
         ]
 
+    def close(self) -> None:
+        """Nothing to release: the weights go with the object (`OpenAIGenerator` has a session
+        to close; both are context managers)."""
+
+    def __enter__(self) -> HFGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _completion(self, prompt_ids, prompt_mask, sequence) -> str:
         """The text after the prompt as the harness gets it: decode prompt + generation (no
         space clean-up) and slice off the decoded prompt, so a SentencePiece tokenizer keeps
@@ -180,21 +192,66 @@ class HFGenerator:
 
 class OpenAIGenerator:
     """Any OpenAI-compatible endpoint (vLLM, llama.cpp, OpenAI) through `wavecoder.llm`: each
-    prompt is one user message; answers are cached, retried and resumable like stage 02's."""
+    prompt is one user message; answers are cached, retried and resumable like stage 02's.
 
-    def __init__(self, llm_params, endpoint, cache_path: str | Path, max_new_tokens: int) -> None:
+    One `LLMSession` (its one endpoint under the role `ROLE`, shared settings from `llm`) serves
+    every `complete` call until `close()` (or the end of a `with` block): one embedded server,
+    one client, one cache handle for all of a model's benchmarks. Its event loop runs on a
+    thread of its own, so `complete` stays a plain call, also inside a notebook's loop."""
+
+    ROLE = "completion"
+
+    def __init__(
+        self,
+        llm_params,
+        endpoint,
+        cache_path: str | Path,
+        max_new_tokens: int,
+        where: str | None = None,
+    ) -> None:
         from wavecoder.llm import check_endpoints
 
-        self.params = llm_params.model_copy(
-            update={
-                "generator": endpoint.model_copy(
-                    update={"temperature": 0.0, "max_tokens": max_new_tokens, "json_mode": "off"}
-                ),
-                "discriminator": endpoint.model_copy(update={"json_mode": "off"}),
-            }
+        self.params = llm_params  # the shared settings: retries, timeouts, prices, budget, mode
+        # greedy, the benchmark's token budget, plain text: what the cache keys are made of
+        self.endpoint = endpoint.model_copy(
+            update={"temperature": 0.0, "max_tokens": max_new_tokens, "json_mode": "off"}
         )
         self.cache_path = Path(cache_path)
-        check_endpoints(self.params)  # a missing key is an error before any work
+        # a missing key is an error before any work, named by its params key (`where`)
+        check_endpoints(
+            self.params,
+            endpoints={self.ROLE: self.endpoint},
+            where={self.ROLE: where} if where else None,
+        )
+        self._session = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self, coro):
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _open(self):
+        if self._session is not None:
+            return self._session
+        from wavecoder.llm import LLMSession
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="openai-generator", daemon=True
+        )
+        self._thread.start()
+
+        async def enter():
+            session = LLMSession({self.ROLE: self.endpoint}, self.params, self.cache_path)
+            return await session.__aenter__()
+
+        try:
+            self._session = self._run(enter())
+        except BaseException:
+            self.close()
+            raise
+        return self._session
 
     def complete(
         self,
@@ -203,18 +260,46 @@ class OpenAIGenerator:
         stop: tuple[str, ...],
         finished: Callable[[str], bool] | None = None,
     ) -> list[str]:
-        from wavecoder.llm import LLMSession, chat_many, run_sync
+        from wavecoder.llm import chat_many
 
-        async def ask():
-            async with LLMSession(self.params, self.cache_path) as session:
-                messages = [[{"role": "user", "content": p}] for p in prompts]
-                return await chat_many(session, "generator", messages)
-
-        results = run_sync(ask)
+        session = self._open()
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        results = self._run(chat_many(session, self.ROLE, messages))
         failed = [r for r in results if not r.ok]
         if failed:
             raise RuntimeError(f"{len(failed)} request(s) failed; first: {failed[0].error}")
         return [r.text or "" for r in results]
+
+    def close(self) -> None:
+        """Stop what is still running (after an interrupt), close the session (its embedded
+        server, client and cache) and the loop thread. Idempotent."""
+        loop, thread, session = self._loop, self._thread, self._session
+        self._loop = self._thread = self._session = None
+        if loop is None:
+            return
+
+        async def shut() -> None:
+            current = asyncio.current_task()
+            others = [t for t in asyncio.all_tasks() if t is not current]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            if session is not None:
+                await session.aclose()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join()
+            loop.close()
+
+    def __enter__(self) -> OpenAIGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def generate_samples(

@@ -95,330 +95,48 @@ def python_plan(
     )
 
 
-JS_RUNNER = r"""'use strict';
-// Our runner (trusted): it takes the token, then runs test.js as a classic script in a fresh
-// realm (`vm` context) whose `console` and the namespaces the tests compare through are ours
-// and cannot be replaced; a failed `console.assert` is recorded in this closure, which the
-// program cannot reach. The pass line is written only when the whole script ran, no assertion
-// failed, and nothing was thrown.
-const fs = require('fs');
-const vm = require('vm');
-const path = require('path');
-const Module = require('module');
-const writeSync = fs.writeSync;
-const exit = process.exit.bind(process);
-let line = '';
-try {
-  const token = fs.readFileSync(3, 'utf8').trim();
-  fs.closeSync(3);
-  if (!token) exit(3);
-  line = 'PASS ' + token + '\n';
-} catch (e) { exit(3); }
-let failed = false;
-function report(text) {
-  try { writeSync(2, text + '\n'); } catch (e) { /* the sandbox sees the run fail anyway */ }
-}
-const file = path.resolve('test.js');
-const source = fs.readFileSync(file, 'utf8');
-const context = vm.createContext();
-const theirs = vm.runInContext('globalThis', context);
-const builtins = new Set(Object.getOwnPropertyNames(theirs));
-// Node's own globals (process, Buffer, timers, URL, TextEncoder...) as a module sees them
-for (const name of Object.getOwnPropertyNames(globalThis)) {
-  if (!builtins.has(name) && name !== 'global') {
-    Object.defineProperty(theirs, name, Object.getOwnPropertyDescriptor(globalThis, name));
-  }
-}
-theirs.global = theirs;
-const mod = new Module(file, null);
-mod.filename = file;
-mod.paths = Module._nodeModulePaths(path.dirname(file));
-mod.loaded = true;
-Object.assign(theirs, {
-  require: Module.createRequire(file),
-  module: mod,
-  exports: mod.exports,
-  __filename: file,
-  __dirname: path.dirname(file),
-});
-// the console the tests use: the real one's printing methods, and an assert that fails the run
-const ourConsole = Object.create(null);
-const consoleNames = Object.getOwnPropertyNames(Object.getPrototypeOf(console))
-  .concat(Object.getOwnPropertyNames(console));
-for (const name of consoleNames) {
-  if (typeof console[name] === 'function') ourConsole[name] = console[name].bind(console);
-}
-ourConsole.assert = function assert(cond, ...data) {
-  if (cond) return;
-  failed = true;
-  let message = 'Assertion failed';
-  try {
-    if (data.length) message += ': ' + data.join(' ');
-  } catch (e) { /* the program's toString */ }
-  throw new Error(message);
-};
-Object.freeze(ourConsole);
-// `var X = ...` of these cannot replace them, `let/const/class X` is a SyntaxError,
-// `X.y = ...` does nothing (their own properties are frozen; prototypes stay writable:
-// `Foo.prototype.toString = ...` must keep working, it does under the metric)
-const fixed = { console: ourConsole };
-for (const name of ['JSON', 'Math', 'Reflect', 'Object', 'Array', 'String', 'Number', 'Boolean',
-  'Symbol', 'Function', 'globalThis', 'isNaN', 'isFinite', 'parseInt', 'parseFloat']) {
-  fixed[name] = theirs[name];
-}
-for (const name of Object.keys(fixed)) {
-  const value = fixed[name];
-  if (name !== 'globalThis' && name !== 'Function') Object.freeze(value);
-  Object.defineProperty(theirs, name,
-    { value, writable: false, enumerable: false, configurable: false });
-}
-let completed = false;
-try {
-  vm.runInContext(source, context, { filename: file });
-  completed = true;
-} catch (e) {
-  failed = true;
-  let text = 'uncaught exception';
-  try { text = String((e && e.stack) || e); } catch (e2) { /* a hostile getter */ }
-  report(text);
-}
-if (completed && !failed) {
-  writeSync(4, line);
-} else {
-  process.exitCode = 1;
-}
-line = '';
-"""
+# ---- our runners: the sources live in `runners/` (package data), one file each, so that
+# editors and linters see them as the code they are; the generated programs are those files.
+
+RUNNERS = Path(__file__).with_name("runners")
+
+
+@functools.cache
+def runner_source(name: str) -> str:
+    """The text of `runners/<name>`, exactly as written (no newline translation)."""
+    with open(RUNNERS / name, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
+# The JS runner (`runner.js`): it takes the token, then runs test.js as a script in a realm of
+# its own whose `console` is ours.
+JS_RUNNER = runner_source("runner.js")
 
 # In package wavecoder.runner, so that the program's classes (default package: a class `java`,
 # `System`, `String`...) are not in scope for it; it reaches `Main` by reflection. javac
 # compiles it with the program, as one more file (the metric: `javac Main.java`).
 JAVA_RUNNER_PATH = "wavecoder/runner/WcRunner.java"
-JAVA_RUNNER = r"""package wavecoder.runner;
-
-// Every type this file names is imported by its full name: a single-type import wins over a
-// type of the same name that a program might add to this package, and the program's classes
-// (default package) are reached only by reflection.
-import java.io.FileInputStream;
-import java.io.FileOutputStream;
-import java.lang.Class;
-import java.lang.Object;
-import java.lang.String;
-import java.lang.System;
-import java.lang.Throwable;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Method;
-import java.util.Arrays;
-
-public final class WcRunner {
-    private WcRunner() {}
-
-    public static void main(String[] args) throws Throwable {
-        byte[] buf = new byte[256];
-        int used = 0;
-        try (FileInputStream in = new FileInputStream("/dev/fd/3")) {
-            int n;  // a pipe: no readAllBytes (it seeks)
-            while (used < buf.length && (n = in.read(buf, used, buf.length - used)) > 0) used += n;
-        }
-        byte[] token = Arrays.copyOf(buf, used);
-        Arrays.fill(buf, (byte) 0);
-        Method main = Class.forName("Main").getMethod("main", String[].class);
-        main.setAccessible(true);  // `class Main` need not be public (`java Main` runs it)
-        try {
-            main.invoke(null, (Object) args);
-        } catch (InvocationTargetException e) {
-            throw e.getCause();  // as `java Main` does: uncaught, exit status 1
-        }
-        try (FileOutputStream out = new FileOutputStream("/dev/fd/4")) {
-            out.write(("PASS " + new String(token).trim() + "\n").getBytes());
-        }
-        System.exit(0);
-    }
-}
-"""
+JAVA_RUNNER = runner_source("WcRunner.java")
 
 # The C/C++ runner: C++ compiles it with the program (as wc_main.cpp), Rust links it as a C
 # object; both link with `-Wl,--wrap=main`, so the C runtime calls __wrap_main, which runs the
 # program's own, unrenamed main (a C++ `int main(){...}` keeps its implicit `return 0`).
-CPP_RUNNER = r"""/* Our runner, linked with `-Wl,--wrap=main` (C++: compiled with the program; Rust:
-   as C, an object of its own). Its one entry in .preinit_array, the first code of the program that
-   runs (a check after linking refuses any other .preinit_array entry and any ifunc), reads
-   the token from fd 3 and closes it; __wrap_main runs the program's main and writes the token
-   on fd 4 only when main returned 0. Raw system calls only: a program that defines read() or
-   write() of its own is never called by this code. */
-#ifdef __cplusplus
-extern "C" {
-#endif
-int __real_main(int, char **, char **);
-int __wrap_main(int, char **, char **);
-#ifdef __cplusplus
-}
-#endif
-
-#if defined(__x86_64__)
-#define WC_READ 0
-#define WC_WRITE 1
-#define WC_CLOSE 3
-static long wc_syscall(long n, long a, long b, long c) {
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-#elif defined(__aarch64__)
-#define WC_READ 63
-#define WC_WRITE 64
-#define WC_CLOSE 57
-static long wc_syscall(long n, long a, long b, long c) {
-    register long x8 __asm__("x8") = n;
-    register long x0 __asm__("x0") = a;
-    register long x1 __asm__("x1") = b;
-    register long x2 __asm__("x2") = c;
-    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
-    return x0;
-}
-#else
-#error "the runner knows the system calls of x86_64 and aarch64 only"
-#endif
-
-#define WC_MAX 256
-static volatile char wc_line[WC_MAX + 8]; /* "PASS <token>\n", internal to this file */
-static volatile long wc_len;
-
-static void wc_read_token(int argc, char **argv, char **envp) {
-    long used = 5, n;
-    (void)argc, (void)argv, (void)envp;
-    wc_line[0] = 'P', wc_line[1] = 'A', wc_line[2] = 'S', wc_line[3] = 'S', wc_line[4] = ' ';
-    while (used < WC_MAX && (n = wc_syscall(WC_READ, 3, (long)(wc_line + used), WC_MAX - used)) > 0)
-        used += n;
-    wc_syscall(WC_CLOSE, 3, 0, 0);
-    while (used > 5 && (wc_line[used - 1] == '\n' || wc_line[used - 1] == ' ')) used--;
-    wc_line[used] = '\n';
-    wc_len = used > 5 ? used + 1 : 0;
-}
-
-__attribute__((used, section(".preinit_array")))
-static void (*const wc_preinit)(int, char **, char **) = wc_read_token;
-
-int __wrap_main(int argc, char **argv, char **envp) {
-    long i, len = wc_len;
-    int rc;
-#ifdef WC_ARGS
-    /* the program's arguments as the plan gives them, whatever code before main did to argv */
-    static const char *const wc_args[] = {WC_ARGS};
-    if (argc != (int)(sizeof wc_args / sizeof wc_args[0])) return 2;
-    for (i = 0; i < argc; i++) argv[i] = (char *)wc_args[i];
-    argv[argc] = 0;
-#endif
-    rc = __real_main(argc, argv, envp);
-    if (rc == 0 && len > 0 && wc_syscall(WC_WRITE, 4, (long)wc_line, len) != len) rc = 2;
-    for (i = 0; i < WC_MAX + 8; i++) wc_line[i] = 0;
-    return rc;
-}
-"""
+CPP_RUNNER = runner_source("wc_main.c")
 
 # Run after linking (C++, Rust): the runner's .preinit_array entry must be the only one (ELF
 # runs .preinit_array first, before any constructor or .init_array entry), and the program may
 # define no ifunc (its resolver runs while the loader relocates, before .preinit_array).
 # readelf comes with binutils, which g++ and rustc need to link.
-NATIVE_CHECK = r"""f=$1
-d=$(readelf -W -d "$f") || exit 1
-n=$(printf '%s\n' "$d" | awk '$2 == "(PREINIT_ARRAYSZ)" { print $3 }')
-if [ "$n" != 8 ]; then
-    echo "refused: .preinit_array holds ${n:-no} bytes, only the runner's entry is allowed"
-    exit 1
-fi
-r=$(readelf -W -r "$f") || exit 1
-s=$(readelf -W -s --dyn-syms "$f") || exit 1
-ifuncs=$(printf '%s\n' "$s" | awk '$4 == "IFUNC" && $7 != "UND" { print $8 }')
-if [ -n "$ifuncs" ] || printf '%s\n' "$r" | grep -q IRELATIV; then
-    echo "refused: the program defines an ifunc (its resolver would run before the runner)"
-    exit 1
-fi
-"""
+NATIVE_CHECK = runner_source("native_check.sh")
 
-GO_ASSERT_SHIM = r"""// Package assert: the part of github.com/stretchr/testify/assert that
-// HumanEvalPack's Go tests use (New, Equal with testify's ObjectsAreEqual semantics),
-// since testify cannot be downloaded offline.
-package assert
-
-import (
-	"bytes"
-	"reflect"
-	"testing"
-)
-
-type Assertions struct{ t *testing.T }
-
-func New(t *testing.T) *Assertions { return &Assertions{t} }
-
-func ObjectsAreEqual(expected, actual interface{}) bool {
-	if expected == nil || actual == nil {
-		return expected == actual
-	}
-	exp, ok := expected.([]byte)
-	if !ok {
-		return reflect.DeepEqual(expected, actual)
-	}
-	act, ok := actual.([]byte)
-	if !ok {
-		return false
-	}
-	return bytes.Equal(exp, act)
-}
-
-func (a *Assertions) Equal(expected, actual interface{}, msgAndArgs ...interface{}) bool {
-	a.t.Helper()
-	if !ObjectsAreEqual(expected, actual) {
-		a.t.Errorf("Not equal: expected %#v, actual %#v", expected, actual)
-		return false
-	}
-	return true
-}
-
-func Equal(t *testing.T, expected, actual interface{}, msgAndArgs ...interface{}) bool {
-	t.Helper()
-	return New(t).Equal(expected, actual, msgAndArgs...)
-}
-"""
+GO_ASSERT_SHIM = runner_source("testify_assert.go")
 
 # Imported (blank) by the program's package, so it is initialised before any of the program's
 # code (its package-level variables, its init functions): it takes the token from fd 3 and
 # closes it. Nothing in it is exported: only our main pulls the token, by linkname; the
 # program's package may not refer to it (`GO_CHECK`, on the compiled package).
 _GO_TOKEN_PKG = "wavecoder/wctoken"
-GO_TOKEN_SOURCE = r"""package wctoken
-
-import "syscall"
-
-var token = read()
-
-func read() string {
-	buf := make([]byte, 256)
-	used := 0
-	for used < len(buf) {
-		n, err := syscall.Read(3, buf[used:])
-		if n <= 0 || err != nil {
-			break
-		}
-		used += n
-	}
-	syscall.Close(3)
-	for used > 0 && (buf[used-1] == '\n' || buf[used-1] == ' ') {
-		used--
-	}
-	return string(buf[:used])
-}
-
-// take hands the token over once (to our main, by linkname) and forgets it.
-func take() string {
-	t := token
-	token = ""
-	return t
-}
-"""
+GO_TOKEN_SOURCE = runner_source("wctoken.go")
 
 # compiled once per Sandbox into its read-only Go package folder (`sandbox._go_packages`)
 GO_PACKAGES = {
@@ -429,16 +147,7 @@ GO_PACKAGES = {
 # Run on the compiled program package: it may not define or refer to our packages' symbols (a
 # `//go:linkname` to the token's variable or function, or to our main) other than the token
 # package's init task.
-GO_CHECK = r"""set -e
-nm=$(dirname "$1")/nm
-names=$("$nm" "$2" | awk '{ print ($1 == "U") ? $2 : $3 }')
-bad=$(printf '%s\n' "$names" | grep -E '^(wavecoder/|main\.)' \
-    | grep -v -x 'wavecoder/wctoken\.\.inittask' || true)
-if [ -n "$bad" ]; then
-    echo "refused: the program defines or refers to the runner's own symbols:" $bad
-    exit 1
-fi
-"""
+GO_CHECK = runner_source("go_check.sh")
 
 
 # ---- the plans: each takes the exact program the reference metric executes,
@@ -648,42 +357,11 @@ def go_plan(program: str) -> Plan:
 
 
 def _go_runner(tests: list[str]) -> str:
+    """Our Go main (`runners/wc_main.go`) with the program's tests and `GO_RUN_ARGS` filled in."""
     listed = ", ".join(f'{{Name: "{t}", F: wcprog.{t}}}' for t in tests)
     args = ", ".join(json.dumps(a) for a in GO_RUN_ARGS)
-    return f"""package main
-
-import (
-    wcflag "flag"
-    wcos "os"
-    wcsyscall "syscall"
-    wctesting "testing"
-    wctestdeps "testing/internal/testdeps"
-    _ "unsafe"
-    _ "{_GO_TOKEN_PKG}"
-    wcprog "{_GO_PKG_PATH}"
-)
-
-//go:linkname wcTake {_GO_TOKEN_PKG}.take
-func wcTake() string
-
-func main() {{
-    token := wcTake()
-    // the arguments and flags `testing` reads, whatever the program's init code did to them
-    // (a flag set before now, e.g. after its own testing.Init(), makes the parse fail)
-    wcos.Args = []string{{{args}}}
-    wcflag.CommandLine = wcflag.NewFlagSet(wcos.Args[0], wcflag.ExitOnError)
-    m := wctesting.MainStart(wctestdeps.TestDeps{{}},
-        []wctesting.InternalTest{{{listed}}}, nil, nil, nil)
-    if m.Run() != 0 || token == "" {{
-        wcos.Exit(1)
-    }}
-    line := []byte("PASS " + token + "\\n")
-    if n, err := wcsyscall.Write(4, line); err != nil || n != len(line) {{
-        wcos.Exit(2)
-    }}
-    wcos.Exit(0)
-}}
-"""
+    source = runner_source("wc_main.go")
+    return source.replace("/* WC_ARGS */", args).replace("/* WC_TESTS */", listed)
 
 
 RUST_RUN_ARGS = ("./program", "--test-threads=1", "-q")

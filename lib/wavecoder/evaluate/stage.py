@@ -13,8 +13,10 @@ from wavecoder.evaluate import BenchmarkUnavailable, execute_samples, get_benchm
 from wavecoder.evaluate.benchmarks import Benchmark, Problem
 from wavecoder.evaluate.completions import GenerationRequest
 from wavecoder.evaluate.sandbox import Sandbox
+from wavecoder.finetune.tuned import TunedModel
 from wavecoder.io import read_jsonl, sha256_file
 from wavecoder.prompts import check_style_matches_training
+from wavecoder.stages import FINETUNE, GENERATE
 
 
 @dataclass
@@ -26,8 +28,9 @@ class EvalModel:
 
 
 def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalModel]:
-    """The base model and the stage-03 fine-tuned one, from 03_finetune/model_info.json; with
-    the openai backend, the endpoints named in evaluate.endpoints."""
+    """The base model and the stage-03 fine-tuned one, from 03_finetune/tuned_model.json (the
+    weights `TunedModel.weights` names); with the openai backend, the endpoints named in
+    evaluate.endpoints."""
     if params.evaluate.backend == "openai":
         if not params.evaluate.endpoints:
             raise ValueError("evaluate.backend is 'openai' but evaluate.endpoints is empty")
@@ -35,28 +38,18 @@ def models_to_evaluate(params: StudyParams, run_dir: str | Path) -> list[EvalMod
             EvalModel(tag, ep.model, prompt_style=prompt_style_of(params, tag))
             for tag, ep in params.evaluate.endpoints.items()
         ]
-    info_path = Path(run_dir) / "03_finetune" / "model_info.json"
-    if not info_path.exists():
-        raise FileNotFoundError(f"{info_path} not found: run stage 03 first")
-    info = json.loads(info_path.read_text())
-    base = info.get("base_model_path") or info.get("base_model")
-    if not base:
-        raise ValueError(f"{info_path}: no 'base_model_path'")
+    tuned = TunedModel.load(FINETUNE.folder(run_dir))
     models = []
     if "base" in params.evaluate.models:
-        models.append(EvalModel("base", str(base), prompt_style=prompt_style_of(params, "base")))
+        base = str(tuned.path("base_model_path"))
+        models.append(EvalModel("base", base, prompt_style=prompt_style_of(params, "base")))
     if "tuned" in params.evaluate.models:
         style = prompt_style_of(params, "tuned")
         # the tuned model is asked in the format it was trained with
-        check_style_matches_training(style, info.get("prompt"), "tuned")
-        whole = info.get("merged_path") or info.get("model_path")  # merged LoRA or full FT
-        if whole and Path(whole).exists():
-            models.append(EvalModel("tuned", str(whole), prompt_style=style))
-        else:
-            adapter = info.get("adapter_path")
-            if not adapter or not Path(adapter).exists():
-                raise FileNotFoundError(f"{info_path}: adapter {adapter!r} does not exist")
-            models.append(EvalModel("tuned", str(base), str(adapter), prompt_style=style))
+        check_style_matches_training(style, tuned.prompt, "tuned")
+        model_path, adapter = tuned.weights()
+        adapter_path = str(adapter) if adapter else None
+        models.append(EvalModel("tuned", str(model_path), adapter_path, prompt_style=style))
     return models
 
 
@@ -257,7 +250,8 @@ def generate_for_model(
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Greedy completions of every problem by one model (both passes for Explain); samples are
-    appended to samples_dir/<model>/<benchmark>.jsonl as produced and reused on a rerun."""
+    appended to samples_dir/<model>/<benchmark>.jsonl as produced and reused on a rerun. With
+    the openai backend one LLM session serves all of the model's benchmarks."""
     from wavecoder.evaluate.completions import HFGenerator, OpenAIGenerator, generate_samples
 
     cfg = params.evaluate
@@ -267,6 +261,7 @@ def generate_for_model(
             cfg.endpoints[model.tag],
             samples_dir / "llm_cache.jsonl",
             cfg.max_new_tokens,
+            where=f"evaluate.endpoints.{model.tag}",
         )
     else:
         chat = model.prompt_style == "chat"
@@ -275,36 +270,40 @@ def generate_for_model(
         )
     style = model.prompt_style
     final: dict[str, list[dict[str, Any]]] = {}
-    for name, bench in benchmarks.items():
-        path = samples_dir / model.tag / f"{name}.jsonl"
-        common = dict(
-            settings={
-                "model": model.model_path,
-                "adapter": model.adapter_path,
-                "weights": [
-                    weights_signature(model.model_path),
-                    weights_signature(model.adapter_path),
-                ],
-                "backend": cfg.backend,
-                "endpoint": cfg.endpoints[model.tag].model_dump(mode="json")
-                if cfg.backend == "openai"
-                else None,
-                "prompt_style": style,
-                "dtype": cfg.dtype,
-                "postprocess": "raw completion; reference post-processing at execution",
-            },
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            model_tag=f"{model.tag}:{name}",
-            progress=progress,
-        )
-        samples = generate_samples(generator, first_pass_requests(bench, style), path, **common)
-        if len(bench.passes) == 2:  # Explain: describe, then synthesize from the description
-            described = {s["task_id"]: s["completion"] for s in samples}
-            samples = generate_samples(
-                generator, explain_second_pass_requests(bench, described, style), path, **common
+    with generator:  # the openai backend's session stays open until every benchmark is done
+        for name, bench in benchmarks.items():
+            path = samples_dir / model.tag / f"{name}.jsonl"
+            common = dict(
+                settings={
+                    "model": model.model_path,
+                    "adapter": model.adapter_path,
+                    "weights": [
+                        weights_signature(model.model_path),
+                        weights_signature(model.adapter_path),
+                    ],
+                    "backend": cfg.backend,
+                    "endpoint": cfg.endpoints[model.tag].model_dump(mode="json")
+                    if cfg.backend == "openai"
+                    else None,
+                    "prompt_style": style,
+                    "dtype": cfg.dtype,
+                    "postprocess": "raw completion; reference post-processing at execution",
+                },
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                model_tag=f"{model.tag}:{name}",
+                progress=progress,
             )
-        final[name] = samples
+            samples = generate_samples(generator, first_pass_requests(bench, style), path, **common)
+            if len(bench.passes) == 2:  # Explain: describe, then synthesize from the description
+                described = {s["task_id"]: s["completion"] for s in samples}
+                samples = generate_samples(
+                    generator,
+                    explain_second_pass_requests(bench, described, style),
+                    path,
+                    **common,
+                )
+            final[name] = samples
     return final
 
 
@@ -339,11 +338,12 @@ def settings_summary(
     accepted examples and task mix, training batch and optimizer, decoding, problems."""
     cfg, ft = params.evaluate, params.finetune
     run = Path(run_dir) if run_dir is not None else None
-    info = _read_json(run / "03_finetune" / "model_info.json") if run else {}
-    trained = _read_json(run / "03_finetune" / "train_metrics.json") if run else {}
+    tuned_here = run is not None and FINETUNE.path(run, "tuned_model").exists()
+    tuned = TunedModel.load(FINETUNE.folder(run)) if tuned_here else None
+    trained = _read_json(FINETUNE.path(run, "train_metrics")) if run else {}
     processes = int(trained.get("processes") or 1)
     settings: dict[str, Any] = {
-        "base_model": info.get("base_model") or ft.base_model,
+        "base_model": tuned.base_model if tuned else ft.base_model,
         "prompt_style": {m.tag: m.prompt_style for m in models},
         "postprocess": {
             "mbpp": cfg.mbpp_postprocess,
@@ -381,7 +381,7 @@ def settings_summary(
         settings["prompts"] = {
             m.tag: {n: b.style_note(m.prompt_style) for n, b in benchmarks.items()} for m in models
         }
-    accepted = run / "02_generate" / "codeocean.jsonl" if run else None
+    accepted = GENERATE.path(run, "codeocean") if run else None
     if accepted is not None and accepted.exists():
         mix: dict[str, int] = {}
         for row in read_jsonl(accepted):

@@ -36,6 +36,11 @@ class DataError(ValueError):
     """The instruction file is missing, empty or malformed; the message names file and line."""
 
 
+class FinetuneError(ValueError):
+    """Bad stage 03 input besides the data file (model, target modules, batch plan); raised
+    before training starts."""
+
+
 @dataclass
 class Record:
     instruction: str

@@ -122,10 +122,10 @@ async def generate(
     db = ExampleDB.seeded(specs, params.generate.example_pool_size)
     batch = params.llm.batch  # llm.mode batch: job files and state, resumed after a kill
     batch_dir = params.resolve_path(batch.dir) if batch.dir else out / "batches"
-    async with llm.LLMSession(
+    async with llm.LLMSession.for_generation(
         params.llm,
         cache_path(params, out),
-        params.resolve_path,
+        resolve=params.resolve_path,
         log_dir=out,
         seed=params.seed,
         batch_dir=batch_dir,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wavecoder.llm import ChatResult, LLMSession, _Endpoint
+    from wavecoder.llm.session import ChatResult, LLMSession, _Endpoint
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -198,7 +198,7 @@ class BatchCoordinator:
     async def chat(
         self, endpoint: _Endpoint, key: str, messages: list[dict[str, Any]], settings: dict
     ) -> ChatResult:
-        from wavecoder.llm import ChatResult
+        from wavecoder.llm.session import ChatResult
 
         implicit = self.active <= 0  # a call outside any round is a round of its own
         if implicit:
@@ -253,7 +253,7 @@ class BatchCoordinator:
             future.set_result(result)
 
     def _fail(self, line: Line, error: str) -> None:
-        from wavecoder.llm import ChatResult
+        from wavecoder.llm.session import ChatResult
 
         stats = self.session.stats
         stats.failed += 1

@@ -28,7 +28,7 @@ What the scores section reads from stage 04's `metrics.json`:
   - `generator_model`, `judge_model` (str): stage 02's generator and discriminator.
 
   Any other key is listed as it is under the settings table. Without `base_model` the report
-  falls back to `base_model` in `03_finetune/model_info.json`.
+  falls back to `base_model` in `03_finetune/tuned_model.json` (stage 03's TunedModel).
 
 A base model with no row in the paper is shown alone ("no paper row for this base model"); its
 numbers are never set beside another model's. Paper numbers the paper took from elsewhere carry
@@ -44,8 +44,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wavecoder.finetune.tuned import TunedModel
 from wavecoder.report import paper
-from wavecoder.stages import BY_NAME, EVALUATE, GENERATE, MANIFEST, METRICS, REPORT, STAGES
+from wavecoder.stages import (
+    BY_NAME,
+    EVALUATE,
+    FINETUNE,
+    GENERATE,
+    MANIFEST,
+    METRICS,
+    REPORT,
+    STAGES,
+)
 
 # the stages the report shows: every one before it
 REPORTED = tuple(s for s in STAGES if s is not REPORT)
@@ -618,9 +628,10 @@ figure{display:inline-block;margin:0.5em;max-width:48%}img{max-width:100%}
 
 
 def _base_model_of_run(run_dir: Path) -> str | None:
-    info = read_json(run_dir / "03_finetune" / "model_info.json") or {}
-    value = info.get("base_model") or info.get("base_model_path")
-    return str(value) if value else None
+    """finetune.base_model as stage 03 recorded it in tuned_model.json; None without one."""
+    if not FINETUNE.path(run_dir, "tuned_model").exists():
+        return None
+    return TunedModel.load(FINETUNE.folder(run_dir)).base_model
 
 
 def funnel_rows(funnel: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
