@@ -299,3 +299,31 @@ def test_base_model_falls_back_to_stage_03_and_scores_rows_keeps_working(tmp_pat
     fix = next(r for r in table if r["benchmark"] == "humanevalpack-fix-python")
     assert (fix["paper_base"], fix["paper_tuned"]) == (8.7, 39.3)
     assert all(r["paper_tuned"] is None for r in report.scores_rows({"rows": rows}))
+
+
+def test_ours_vs_paper_figure_draws_the_paper_row_only_for_its_model(tmp_path):
+    from wavecoder.report import plots as report_plots
+    from wavecoder.stages import REPORT
+
+    rows = fake_rows(languages=("python",))
+    with_paper = report.comparison({"rows": rows}, {"base_model": DEEPSEEK})
+    bars = report_plots.bars_of(with_paper)
+    labels = {b["series"] for b in bars}
+    assert labels == {"ours, base", "ours, tuned", "paper, base", "paper, tuned"}
+    humaneval = {b["series"]: b["pass@1 (%)"] for b in bars if b["benchmark"] == "humaneval"}
+    row = next(r for r in with_paper["rows"] if r["benchmark"] == "humaneval")
+    assert (
+        humaneval["paper, tuned"] == row["paper_tuned"] and humaneval["ours, base"] == row["base"]
+    )
+    # another base model: ours only, never the paper's numbers beside them
+    alone = report.comparison({"rows": rows}, {"base_model": "HuggingFaceTB/SmolLM2-135M"})
+    assert {b["series"] for b in report_plots.bars_of(alone)} == {"ours, base", "ours, tuned"}
+
+    run = write_run(tmp_path, rows, {"base_model": DEEPSEEK})
+    figure = REPORT.path(run, "ours_vs_paper")
+    figure.parent.mkdir(parents=True)
+    fig = report_plots.ours_vs_paper(with_paper, figure)
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert len(fig.axes[0].patches) >= len(bars)
+    text = report.build_report(run, run / "report.html").read_text()
+    assert text.count("data:image/png;base64,") == 1  # the figure, inlined in the scores part

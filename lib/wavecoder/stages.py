@@ -111,7 +111,7 @@ REPORT = StageSpec(
     "05_report",
     "05 Report",
     ("seed",),
-    _outputs(),
+    _outputs(ours_vs_paper="ours_vs_paper.png"),
     upstream=(EVALUATE.name,),
     reads=(SELECT.name, GENERATE.name, FINETUNE.name),
 )

@@ -707,6 +707,9 @@ def build_report(run_dir: str | Path, out_path: str | Path, title: str = "WaveCo
     evaluate = stages.get(EVALUATE.name, {}).get("metrics", {})
     if evaluate.get("scores"):
         parts.append(scores_section(evaluate, _base_model_of_run(run_dir)))
+        drawn = REPORT.path(run_dir, "ours_vs_paper")  # by the stage 05 notebook
+        if drawn.exists():
+            parts.append(_figure(drawn))
     for name, info in stages.items():
         manifest, metrics = info["manifest"], info["metrics"]
         parts.append(f"<h2>{html.escape(BY_NAME[name].title)}</h2>")
