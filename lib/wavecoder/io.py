@@ -63,14 +63,17 @@ def write_json(path: str | Path, value: Any, sort_keys: bool = False) -> Path:
     return path
 
 
-def read_json(path: str | Path) -> Any | None:
-    """The JSON in `path`, or None when the file is missing; invalid JSON names the file."""
+def read_json(path: str | Path, strict: bool = True) -> Any | None:
+    """The JSON in `path`, or None when the file is missing; invalid JSON names the file, or
+    with `strict=False` is None too (a file another process may be writing)."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (OSError, json.JSONDecodeError) as exc:
+        if not strict:
+            return None
         raise ValueError(f"{path}: invalid JSON: {exc}") from None
 
 

@@ -14,7 +14,7 @@ from wavecoder.evaluate.benchmarks import Benchmark, Problem
 from wavecoder.evaluate.completions import GenerationRequest
 from wavecoder.evaluate.sandbox import Sandbox
 from wavecoder.finetune.tuned import TunedModel
-from wavecoder.io import read_jsonl, sha256_file
+from wavecoder.io import read_json, read_jsonl, sha256_file
 from wavecoder.prompts import check_style_matches_training
 from wavecoder.stages import FINETUNE, GENERATE
 
@@ -307,13 +307,6 @@ def generate_for_model(
     return final
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def _trained_batch(trained: dict[str, Any], ft: Any) -> dict[str, Any]:
     """With `finetune.global_batch_size`, the examples per optimizer step training achieved
     (`train_metrics.json`'s `batch`; the asked size before training ran)."""
@@ -340,7 +333,7 @@ def settings_summary(
     run = Path(run_dir) if run_dir is not None else None
     tuned_here = run is not None and FINETUNE.path(run, "tuned_model").exists()
     tuned = TunedModel.load(FINETUNE.folder(run)) if tuned_here else None
-    trained = _read_json(FINETUNE.path(run, "train_metrics")) if run else {}
+    trained = (read_json(FINETUNE.path(run, "train_metrics"), strict=False) or {}) if run else {}
     processes = int(trained.get("processes") or 1)
     settings: dict[str, Any] = {
         "base_model": tuned.base_model if tuned else ft.base_model,

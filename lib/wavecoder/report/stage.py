@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from wavecoder.finetune.tuned import TunedModel
+from wavecoder.io import read_json
 from wavecoder.report import paper
 from wavecoder.stages import (
     BY_NAME,
@@ -87,14 +88,6 @@ TUNED_STYLES = {"wizardcoder", "wavecoder", "alpaca"}
 BASE_STYLES = {"completion"}
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON in `path`; None when it is missing or unreadable (a stage still running)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def collect(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Per stage folder: its manifest, metrics and PNG figures (what exists)."""
     run_dir = Path(run_dir)
@@ -104,8 +97,9 @@ def collect(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         if not folder.is_dir():
             continue
         stages[spec.name] = {
-            "manifest": read_json(folder / MANIFEST) or {},
-            "metrics": read_json(folder / METRICS) or {},
+            # a stage still running may be writing them: unreadable counts as empty
+            "manifest": read_json(folder / MANIFEST, strict=False) or {},
+            "metrics": read_json(folder / METRICS, strict=False) or {},
             "figures": sorted(folder.glob("*.png")),
             "html": folder / f"{spec.name}.html",
         }
